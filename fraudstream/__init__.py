@@ -1,0 +1,1 @@
+"""fraudstream command line: the composition root that fronts scoring, stream, training and api."""

@@ -1,0 +1,19 @@
+"""The ``fraudstream`` console script: one Typer app fronting every verb (DESIGN.md §7).
+
+This package is the composition root. ``stream``, ``training`` and ``api`` may not import each other,
+so the verbs that span them live here. Each verb's module imports its heavy dependencies inside the
+command function, so ``fraudstream --help`` stays fast.
+"""
+
+import typer
+
+from fraudstream.commands import kafka, simulate
+
+app = typer.Typer(
+    name="fraudstream",
+    help="Card-fraud detection on Kafka: simulate, train, score, serve.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold card tokens and keys
+)
+app.add_typer(kafka.app, name="kafka")
+app.command("simulate")(simulate.simulate)

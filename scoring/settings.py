@@ -1,0 +1,102 @@
+"""One typed settings object for every service, read from ``FRAUD_``-prefixed environment variables.
+
+Sections mirror the Helm chart's values: ``FRAUD_KAFKA__BOOTSTRAP_SERVERS`` sets
+``Settings().kafka.bootstrap_servers``. Services call :func:`get_settings` (cached); tests build
+their own ``Settings(...)`` or clear the cache.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_HOME = Path.home() / ".cache" / "fraudstream"
+
+
+class KafkaSettings(BaseModel):
+    """Where the broker is, what the topics are called, and how the local broker runs."""
+
+    bootstrap_servers: str | None = Field(
+        default=None,
+        description="host:port list of an existing cluster. Unset: the local broker started by "
+        "`fraudstream kafka up` is used.",
+    )
+    topic_prefix: str = Field(default="", description="Prepended to every topic name.")
+    partitions: int = Field(default=3, ge=1, description="Partitions of the data topics.")
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+
+    # The local single-node broker (KRaft). Ports are loopback only.
+    local_version: str = Field(default="3.9.2", description="Apache Kafka version from Maven Central.")
+    local_port: int = 9092
+    local_controller_port: int = 9093
+    local_dir: Path = Field(
+        default=DEFAULT_HOME / "broker", description="Data, config, log and pid of the local broker."
+    )
+    jar_cache: Path = Field(
+        default=DEFAULT_HOME / "kafka-jars", description="Broker jars fetched by mvn, per version."
+    )
+    local_heap: str = "-Xms256m -Xmx512m"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    def effective_bootstrap(self) -> str:
+        return self.bootstrap_servers or f"127.0.0.1:{self.local_port}"
+
+
+class ScoringSettings(BaseModel):
+    """Model runtime, decision policy and cost accounting."""
+
+    registry: Path = Field(default=Path("registry"), description="Model registry directory.")
+    model_ref: str = Field(default="champion", description="Alias or version to serve.")
+    review_cost: float = Field(default=5.0, ge=0, description="Cost of one manual review.")
+    friction_share: float = Field(
+        default=0.02, ge=0, le=1, description="Cost of declining a genuine customer, share of amount."
+    )
+    cpu_second_usd: float = Field(
+        default=0.0000134, ge=0, description="Price of one CPU-second (≈ $0.048 per vCPU-hour)."
+    )
+    max_reasons: int = Field(default=5, ge=1, le=20)
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    deadline_ms: float = Field(default=50.0, gt=0, description="Default per-bank deadline.")
+    max_batch: int = Field(default=100, ge=1)
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    api_keys: SecretStr | None = Field(
+        default=None, description="JSON {bank_id: [sha256 hex of key, ...]}; no working default."
+    )
+    tokenization_key: SecretStr | None = None
+
+
+class TrainingSettings(BaseModel):
+    seed: int = 7
+    label_maturity_days: float = Field(default=30.0, gt=0)
+    window_days: float = Field(default=60.0, gt=0)
+    retrain_every_labels: int = Field(default=5000, ge=1)
+    promote_margin: float = Field(default=0.005, ge=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FRAUD_", env_nested_delimiter="__", extra="ignore", env_file=None
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    scoring: ScoringSettings = ScoringSettings()
+    api: ApiSettings = ApiSettings()
+    training: TrainingSettings = TrainingSettings()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
