@@ -33,11 +33,14 @@ class KafkaSettings(BaseModel):
     ssl_ca_location: str | None = None
 
     # The local single-node broker (KRaft). Ports are loopback only.
-    local_version: str = Field(default="3.9.2", description="Apache Kafka version from Maven Central.")
+    local_version: str = Field(
+        default="3.9.2", description="Apache Kafka version from Maven Central."
+    )
     local_port: int = 9092
     local_controller_port: int = 9093
     local_dir: Path = Field(
-        default=DEFAULT_HOME / "broker", description="Data, config, log and pid of the local broker."
+        default=DEFAULT_HOME / "broker",
+        description="Data, config, log and pid of the local broker.",
     )
     jar_cache: Path = Field(
         default=DEFAULT_HOME / "kafka-jars", description="Broker jars fetched by mvn, per version."
@@ -58,7 +61,10 @@ class ScoringSettings(BaseModel):
     model_ref: str = Field(default="champion", description="Alias or version to serve.")
     review_cost: float = Field(default=5.0, ge=0, description="Cost of one manual review.")
     friction_share: float = Field(
-        default=0.02, ge=0, le=1, description="Cost of declining a genuine customer, share of amount."
+        default=0.02,
+        ge=0,
+        le=1,
+        description="Cost of declining a genuine customer, share of amount.",
     )
     cpu_second_usd: float = Field(
         default=0.0000134, ge=0, description="Price of one CPU-second (≈ $0.048 per vCPU-hour)."
