@@ -42,7 +42,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}: row {self.row}, field '{self.field}': {self.message}"
+        where = f"row {self.row}, " if self.row else ""
+        return f"{self.file}: {where}field '{self.field}': {self.message}"
 
 
 class LogError(ValueError):
@@ -138,7 +139,7 @@ def _canonical(path: Path, fields: tuple[FieldSpec, ...]) -> pa.Table:
         if spec.name in raw.column_names:
             column = raw.column(spec.name).combine_chunks()
         elif spec.required:
-            problems.add(0, spec.name, "required column is missing from the file")
+            problems.add_column(spec.name, "required column is missing from the file")
             continue
         else:
             column = pa.nulls(raw.num_rows, type=_ARROW_TYPES[spec.kind])
@@ -161,7 +162,9 @@ def _read_raw(path: Path, fields: tuple[FieldSpec, ...]) -> tuple[pa.Table, list
         # Every contract column is read as text, so a card token of digits never becomes an
         # integer and loses leading zeros; conversion (and its errors) happen in _coerce.
         convert = pacsv.ConvertOptions(
-            column_types={f.name: pa.string() for f in fields}, strings_can_be_null=True
+            column_types={f.name: pa.string() for f in fields},
+            strings_can_be_null=True,
+            null_values=[""],  # only an empty cell is missing: "nan" or "NULL" may be real ids
         )
         try:
             return pacsv.read_csv(path, convert_options=convert), []
@@ -218,6 +221,10 @@ class _ProblemList:
     def extend(self, problems: list[Problem]) -> None:
         for p in problems:
             self._append(p)
+
+    def add_column(self, field: str, message: str) -> None:
+        """A problem with a whole column (row 0 means: every row)."""
+        self._append(Problem(self.file, 0, field, message))
 
     def add(self, index: int, field: str, message: str) -> None:
         row = index + 1 if self.row_numbers is None else int(self.row_numbers[index])
@@ -277,7 +284,7 @@ def _coerce_id(column: pa.Array, spec: FieldSpec, problems: _ProblemList) -> pa.
     try:
         text = _as_text(column)
     except TypeError as exc:
-        problems.add(0, spec.name, str(exc))
+        problems.add_column(spec.name, str(exc))
         return pa.nulls(len(column), pa.string())
     lengths = pc.fill_null(pc.utf8_length(text), 1).to_numpy(zero_copy_only=False)
     bad = (lengths < 1) | (lengths > 64)
@@ -315,7 +322,7 @@ def _coerce_timestamp(column: pa.Array, spec: FieldSpec, problems: _ProblemList)
     if pa.types.is_null(kind):
         return column.cast(TIMESTAMP)
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-        problems.add(0, spec.name, f"expected a timestamp, found column of type {kind}")
+        problems.add_column(spec.name, f"expected a timestamp, found column of type {kind}")
         return pa.nulls(len(column), TIMESTAMP)
     text = column.cast(pa.string())
     is_millis = _mask(pc.fill_null(pc.match_substring_regex(text, r"^-?\d{1,15}$"), False))
@@ -373,7 +380,7 @@ def _coerce_amount(column: pa.Array, spec: FieldSpec, problems: _ProblemList) ->
         problems.add_mask(not_numeric, spec.name, lambda i: f"not a number (got {_show(text, i)})")
         values = pc.if_else(numeric, text, None).cast(pa.float64())
     else:
-        problems.add(0, spec.name, f"expected a number, found column of type {kind}")
+        problems.add_column(spec.name, f"expected a number, found column of type {kind}")
         return pa.nulls(len(column), pa.float64())
     array = values.to_numpy(zero_copy_only=False).astype(np.float64)
     present = ~_mask(pc.is_null(values))
@@ -389,7 +396,7 @@ def _coerce_pattern(column: pa.Array, spec: FieldSpec, problems: _ProblemList) -
     try:
         text = _as_text(column)
     except TypeError as exc:
-        problems.add(0, spec.name, str(exc))
+        problems.add_column(spec.name, str(exc))
         return pa.nulls(len(column), pa.string())
     assert spec.pattern is not None
     ok = pc.match_substring_regex(text, spec.pattern)
@@ -408,7 +415,7 @@ def _coerce_choice(column: pa.Array, spec: FieldSpec, problems: _ProblemList) ->
     try:
         text = _as_text(column)
     except TypeError as exc:
-        problems.add(0, spec.name, str(exc))
+        problems.add_column(spec.name, str(exc))
         return pa.nulls(len(column), pa.string())
     ok = pc.is_in(text, value_set=pa.array(spec.choices))
     bad = _mask(pc.and_(pc.invert(ok), pc.is_valid(text)))
@@ -432,7 +439,7 @@ def _coerce_bool(column: pa.Array, spec: FieldSpec, problems: _ProblemList) -> p
     elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
         text = pc.utf8_lower(pc.utf8_trim_whitespace(column.cast(pa.string())))
     else:
-        problems.add(0, spec.name, f"expected true/false, found column of type {kind}")
+        problems.add_column(spec.name, f"expected true/false, found column of type {kind}")
         return pa.nulls(len(column), pa.bool_())
     is_true = pc.is_in(text, value_set=pa.array(_TRUE))
     is_false = pc.is_in(text, value_set=pa.array(_FALSE))

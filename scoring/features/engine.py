@@ -1,0 +1,500 @@
+"""The feature engine: keys to state slots, events in time order, snapshot and restore.
+
+One engine serves offline replay (training, ``score-log``) and the live stream: both hand it
+canonical Arrow batches (see :mod:`scoring.logs`) and it runs the same kernel, so online and offline
+features are equal bit for bit. The engine is not thread-safe; a stream worker owns one per
+partition set.
+
+Label events carry the keys of the transaction they label (card, bank, merchant, terminal); offline
+:func:`label_events` joins them from the log, online the stream enriches them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from scoring.features import catalog as cat
+from scoring.features import kernels
+from scoring.logs import TIMESTAMP
+
+CHANNEL_CODES = {"pos": 0, "ecom": 1, "atm": 2, "moto": 3}
+LABEL_EVENT_SCHEMA = pa.schema(
+    [
+        pa.field("reported_at", TIMESTAMP, nullable=False),
+        pa.field("is_fraud", pa.bool_(), nullable=False),
+        pa.field("card_id", pa.string()),
+        pa.field("bank_id", pa.string()),
+        pa.field("merchant_id", pa.string()),
+        pa.field("terminal_id", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    ttl_days: float = 180.0  # state idle longer than this is forgotten (bounded memory)
+    initial_capacity: int = 1024
+
+    @property
+    def ttl_ms(self) -> int:
+        return int(self.ttl_days * cat.DAY_MS)
+
+
+def stable_hash(key: str) -> int:
+    """A process-independent, non-zero 63-bit hash (Python's hash() is salted per process)."""
+    value = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") >> 1
+    return value or 1
+
+
+class KeyIndex:
+    """Maps keys (card, merchant or terminal ids) to rows of a state table that grows and reuses
+    freed rows. ``hashes[slot]`` is the key's stable hash, used where a card remembers merchants."""
+
+    def __init__(self, capacity: int) -> None:
+        self.slots: dict[str, int] = {}
+        self.keys: list[str | None] = []
+        self.free: list[int] = []
+        self.hashes = np.zeros(capacity, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def lookup(self, keys: Sequence[str | None], on_new: _Grow) -> np.ndarray:
+        """Slots of ``keys`` (-1 for None), allocating rows for keys not seen yet."""
+        out = np.empty(len(keys), dtype=np.int64)
+        slots = self.slots
+        for i, key in enumerate(keys):
+            if key is None:
+                out[i] = -1
+                continue
+            slot = slots.get(key)
+            if slot is None:
+                slot = self._allocate(key, on_new)
+            out[i] = slot
+        return out
+
+    def _allocate(self, key: str, on_new: _Grow) -> int:
+        if self.free:
+            slot = self.free.pop()
+            self.keys[slot] = key
+        else:
+            slot = len(self.keys)
+            self.keys.append(key)
+            if slot >= self.hashes.shape[0]:
+                self.hashes = _grown(self.hashes, slot + 1)
+        on_new(slot)
+        self.slots[key] = slot
+        self.hashes[slot] = stable_hash(key)
+        return slot
+
+    def release(self, slots: np.ndarray) -> None:
+        for slot in slots.tolist():
+            key = self.keys[slot]
+            if key is not None:
+                del self.slots[key]
+                self.keys[slot] = None
+                self.hashes[slot] = 0
+                self.free.append(slot)
+
+
+class _Grow:
+    """Callback that makes room for a new slot in a pair of state tables and resets its row."""
+
+    def __init__(self, engine: FeatureEngine, which: str) -> None:
+        self.engine = engine
+        self.which = which
+
+    def __call__(self, slot: int) -> None:
+        self.engine._ensure_row(self.which, slot)
+
+
+def _grown(array: np.ndarray, needed: int) -> np.ndarray:
+    size = max(needed, 2 * array.shape[0], 16)
+    out = np.zeros((size, *array.shape[1:]), dtype=array.dtype)
+    out[: array.shape[0]] = array
+    return out
+
+
+class FeatureEngine:
+    """Stateful feature computation over time-ordered transactions and label events."""
+
+    feature_names = cat.FEATURE_NAMES
+
+    def __init__(self, config: EngineConfig | None = None, *, pure_python: bool | None = None):
+        self.config = config or EngineConfig()
+        n = self.config.initial_capacity
+        self.cards = KeyIndex(n)
+        self.merchants = KeyIndex(n)
+        self.terminals = KeyIndex(n)
+        self.card_f = np.zeros((n, kernels.CARD_F))
+        self.card_i = np.full((n, kernels.CARD_I), 0, dtype=np.int64)
+        self.merchant_f = np.zeros((n, kernels.ENT_F))
+        self.merchant_i = np.full((n, kernels.ENT_I), kernels.EMPTY, dtype=np.int64)
+        self.terminal_f = np.zeros((n, kernels.ENT_F))
+        self.terminal_i = np.full((n, kernels.ENT_I), kernels.EMPTY, dtype=np.int64)
+        self._scratch = np.zeros(kernels.RING)
+        use_python = kernels.PURE_PYTHON if pure_python is None else pure_python
+        self._kernel = kernels.process_events_py if use_python else kernels.process_events_nb
+        self._grow_card = _Grow(self, "card")
+        self._grow_merchant = _Grow(self, "merchant")
+        self._grow_terminal = _Grow(self, "terminal")
+
+    # ------------------------------------------------------------------------------ state rows
+
+    def _ensure_row(self, which: str, slot: int) -> None:
+        if which == "card":
+            if slot >= self.card_f.shape[0]:
+                self.card_f = _grown(self.card_f, slot + 1)
+                self.card_i = _grown(self.card_i, slot + 1)
+            kernels.reset_card(self.card_f, self.card_i, slot)
+        elif which == "merchant":
+            if slot >= self.merchant_f.shape[0]:
+                self.merchant_f = _grown(self.merchant_f, slot + 1)
+                self.merchant_i = _grown(self.merchant_i, slot + 1)
+            kernels.reset_entity(self.merchant_f, self.merchant_i, slot)
+        else:
+            if slot >= self.terminal_f.shape[0]:
+                self.terminal_f = _grown(self.terminal_f, slot + 1)
+                self.terminal_i = _grown(self.terminal_i, slot + 1)
+            kernels.reset_entity(self.terminal_f, self.terminal_i, slot)
+
+    # ----------------------------------------------------------------------------- processing
+
+    def process(self, transactions: pa.Table, labels: pa.Table | None = None) -> np.ndarray:
+        """Features of ``transactions`` (rows in input order), interleaving ``labels`` (label
+        events, :data:`LABEL_EVENT_SCHEMA`) by time. Events are taken in time order; at equal
+        times a transaction comes before a label (features see labels reported strictly
+        before), and ties keep input order. State carries over to the next call, which must hold
+        later events."""
+        n_tx = transactions.num_rows
+        tx = self._encode(
+            _column(transactions, "card_id"),
+            _column(transactions, "bank_id"),
+            _column(transactions, "merchant_id"),
+            _column(transactions, "terminal_id"),
+        )
+        tx_ts = _millis(transactions.column("timestamp"))
+        if labels is not None and labels.num_rows:
+            lb = self._encode(
+                _column(labels, "card_id"),
+                _column(labels, "bank_id"),
+                _column(labels, "merchant_id"),
+                _column(labels, "terminal_id"),
+            )
+            lb_ts = _millis(labels.column("reported_at"))
+            n_lb = labels.num_rows
+        else:
+            lb = self._encode([], [], [], [])
+            lb_ts = np.empty(0, dtype=np.int64)
+            n_lb = 0
+
+        kind = np.concatenate([np.zeros(n_tx, np.int8), np.ones(n_lb, np.int8)])
+        ts = np.concatenate([tx_ts, lb_ts])
+        order = np.lexsort((kind, ts))  # by time, transactions first at a tie; stable
+
+        def both(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            return np.concatenate([a, b])[order]
+
+        out = np.empty((n_tx, cat.NUM_FEATURES), dtype=np.float64)
+        amount = np.concatenate([_floats(transactions, "amount"), np.zeros(n_lb)])
+        is_fraud = np.zeros(n_tx + n_lb, dtype=np.int8)
+        if n_lb:
+            is_fraud[n_tx:] = _bools(labels, "is_fraud", default=0)
+        self._kernel(
+            kind[order],
+            ts[order],
+            amount[order],
+            both(tx.card, lb.card),
+            both(tx.merchant, lb.merchant),
+            both(tx.terminal, lb.terminal),
+            both(tx.merchant_hash, lb.merchant_hash),
+            both(tx.terminal_hash, lb.terminal_hash),
+            both(_country_codes(transactions), np.zeros(n_lb, np.int64)),
+            both(_channel_codes(transactions), np.full(n_lb, -1, np.int64)),
+            both(_mcc_codes(transactions), np.full(n_lb, -1, np.int64)),
+            np.concatenate(
+                [_bools(transactions, "card_present", default=-1), np.zeros(n_lb, np.int8)]
+            )[order],
+            is_fraud[order],
+            np.concatenate([np.arange(n_tx, dtype=np.int64), np.full(n_lb, -1, np.int64)])[order],
+            self.card_f,
+            self.card_i,
+            self.merchant_f,
+            self.merchant_i,
+            self.terminal_f,
+            self.terminal_i,
+            self.config.ttl_ms,
+            self._scratch,
+            out,
+        )
+        return out
+
+    def _encode(
+        self,
+        cards: Sequence[str | None],
+        banks: Sequence[str | None],
+        merchants: Sequence[str | None],
+        terminals: Sequence[str | None],
+    ) -> _Keys:
+        card_keys = [
+            None if card is None else (card if bank is None else f"{bank}\x1f{card}")
+            for card, bank in zip(cards, banks, strict=True)
+        ]
+        card = self._lookup_unique(self.cards, card_keys, self._grow_card)
+        merchant = self._lookup_unique(self.merchants, merchants, self._grow_merchant)
+        terminal = self._lookup_unique(self.terminals, terminals, self._grow_terminal)
+        return _Keys(
+            card=card,
+            merchant=merchant,
+            terminal=terminal,
+            merchant_hash=_hashes(self.merchants, merchant),
+            terminal_hash=_hashes(self.terminals, terminal),
+        )
+
+    @staticmethod
+    def _lookup_unique(index: KeyIndex, keys: Sequence[str | None], grow: _Grow) -> np.ndarray:
+        if not keys:
+            return np.empty(0, dtype=np.int64)
+        encoded = pa.array(keys, type=pa.string()).dictionary_encode()
+        unique_slots = index.lookup(encoded.dictionary.to_pylist(), grow)
+        codes = encoded.indices.to_numpy(zero_copy_only=False)
+        valid = ~np.asarray(encoded.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        out = np.full(len(keys), -1, dtype=np.int64)
+        out[valid] = unique_slots[codes[valid].astype(np.int64)]
+        return out
+
+    # --------------------------------------------------------------------------- maintenance
+
+    def evict_idle(self, now_ms: int) -> int:
+        """Free the rows of keys idle for longer than the TTL. Features never change by it: the
+        kernel resets such rows on their next use anyway. Returns how many rows were freed."""
+        ttl = self.config.ttl_ms
+        freed = 0
+        tables = (
+            (
+                self.cards,
+                np.maximum(
+                    self.card_i[:, kernels.CI_LAST_TS], self.card_i[:, kernels.CI_LABEL_AS_OF]
+                ),
+            ),
+            (self.merchants, self.merchant_i.max(axis=1)),
+            (self.terminals, self.terminal_i.max(axis=1)),
+        )
+        for index, last in tables:
+            live = np.fromiter(
+                (k is not None for k in index.keys), dtype=bool, count=len(index.keys)
+            )
+            stale = np.flatnonzero(live & (now_ms - last[: len(index.keys)] > ttl))
+            index.release(stale)
+            freed += stale.size
+        return freed
+
+    def memory_bytes(self) -> int:
+        arrays = (self.card_f, self.card_i, self.merchant_f, self.merchant_i, self.terminal_f,
+                  self.terminal_i)  # fmt: skip
+        return sum(a.nbytes for a in arrays)
+
+    # ------------------------------------------------------------------------ snapshot/restore
+
+    def snapshot(self) -> bytes:
+        """Exact state as bytes (numpy .npz): arrays plus the key maps."""
+        buffer = io.BytesIO()
+        keys = {
+            name: {"keys": index.keys, "free": index.free}
+            for name, index in (
+                ("cards", self.cards),
+                ("merchants", self.merchants),
+                ("terminals", self.terminals),
+            )
+        }
+        np.savez(
+            buffer,
+            card_f=self.card_f,
+            card_i=self.card_i,
+            merchant_f=self.merchant_f,
+            merchant_i=self.merchant_i,
+            terminal_f=self.terminal_f,
+            terminal_i=self.terminal_i,
+            meta=np.frombuffer(
+                json.dumps({"ttl_days": self.config.ttl_days, "keys": keys}).encode(), np.uint8
+            ),
+        )
+        return buffer.getvalue()
+
+    @classmethod
+    def restore(cls, data: bytes, *, pure_python: bool | None = None) -> FeatureEngine:
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            meta = json.loads(arrays["meta"].tobytes())
+            engine = cls(EngineConfig(ttl_days=meta["ttl_days"]), pure_python=pure_python)
+            for name in ("card_f", "card_i", "merchant_f", "merchant_i", "terminal_f",
+                         "terminal_i"):  # fmt: skip
+                setattr(engine, name, arrays[name].copy())
+        for name in ("cards", "merchants", "terminals"):
+            index = KeyIndex(1)
+            index.keys = meta["keys"][name]["keys"]
+            index.free = meta["keys"][name]["free"]
+            index.slots = {k: i for i, k in enumerate(index.keys) if k is not None}
+            index.hashes = np.zeros(max(len(index.keys), 1), dtype=np.int64)
+            for slot, key in enumerate(index.keys):
+                if key is not None:
+                    index.hashes[slot] = stable_hash(key)
+            setattr(engine, name, index)
+        return engine
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_bytes(self.snapshot())
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureEngine:
+        return cls.restore(Path(path).read_bytes())
+
+
+@dataclass(frozen=True)
+class _Keys:
+    card: np.ndarray
+    merchant: np.ndarray
+    terminal: np.ndarray
+    merchant_hash: np.ndarray
+    terminal_hash: np.ndarray
+
+
+# ------------------------------------------------------------------------------ column helpers
+
+
+def _column(table: pa.Table, name: str) -> list[str | None]:
+    if name not in table.column_names:
+        return [None] * table.num_rows
+    return table.column(name).to_pylist()
+
+
+def _millis(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return np.asarray(column.cast(TIMESTAMP).cast(pa.int64()).to_numpy(), dtype=np.int64)
+
+
+def _floats(table: pa.Table, name: str) -> np.ndarray:
+    return np.asarray(table.column(name).to_numpy(), dtype=np.float64)
+
+
+def _bools(table: pa.Table, name: str, *, default: int) -> np.ndarray:
+    if name not in table.column_names:
+        return np.full(table.num_rows, default, dtype=np.int8)
+    column = pc.cast(table.column(name), pa.int8())
+    return np.asarray(pc.fill_null(column, default).to_numpy(), dtype=np.int8)
+
+
+def _hashes(index: KeyIndex, slots: np.ndarray) -> np.ndarray:
+    return np.where(slots >= 0, index.hashes[np.maximum(slots, 0)], 0).astype(np.int64)
+
+
+def _codes(table: pa.Table, name: str, encode: dict[str, int] | None, absent: int) -> np.ndarray:
+    """Per-row integer codes of a low-cardinality text column, computed once per distinct value."""
+    if name not in table.column_names:
+        return np.full(table.num_rows, absent, dtype=np.int64)
+    encoded = table.column(name).combine_chunks().dictionary_encode()
+    values = encoded.dictionary.to_pylist()
+    if encode is not None:
+        lookup = np.array([encode.get(v, absent) for v in values] + [absent], dtype=np.int64)
+    elif name == "country":
+        lookup = np.array([_country_code(v) for v in values] + [absent], dtype=np.int64)
+    else:  # mcc
+        lookup = np.array([int(v) if v.isdigit() else absent for v in values] + [absent], np.int64)
+    codes = pc.fill_null(encoded.indices, len(values)).to_numpy(zero_copy_only=False)
+    return lookup[codes.astype(np.int64)]
+
+
+def _country_code(value: str) -> int:
+    return (ord(value[0]) - 64) * 32 + (ord(value[1]) - 64) if len(value) == 2 else 0
+
+
+def _country_codes(table: pa.Table) -> np.ndarray:
+    return _codes(table, "country", None, 0)
+
+
+def _channel_codes(table: pa.Table) -> np.ndarray:
+    return _codes(table, "channel", CHANNEL_CODES, -1)
+
+
+def _mcc_codes(table: pa.Table) -> np.ndarray:
+    return _codes(table, "mcc", None, -1)
+
+
+# ------------------------------------------------------------------------------ offline replay
+
+
+def label_events(transactions: pa.Table, labels: pa.Table) -> pa.Table:
+    """Labels joined with the keys of the transactions they label (LABEL_EVENT_SCHEMA).
+
+    A label names its bank when it has one; a label without bank_id matches the transaction_id in
+    any bank. Labels of unknown transactions cannot update any state and are dropped."""
+    keys = transactions.select(
+        ["transaction_id", "bank_id", "card_id", "merchant_id", "terminal_id"]
+    ).rename_columns(["transaction_id", "tx_bank_id", "card_id", "merchant_id", "terminal_id"])
+    joined = labels.select(["transaction_id", "bank_id", "is_fraud", "reported_at"]).join(
+        keys, keys="transaction_id", join_type="inner", use_threads=False
+    )
+    same_bank = pc.or_kleene(
+        pc.is_null(joined.column("bank_id")),
+        pc.equal(joined.column("bank_id"), joined.column("tx_bank_id")),
+    )
+    joined = joined.filter(pc.fill_null(same_bank, False))
+    # The join does not keep order; report time then transaction id makes it deterministic.
+    joined = joined.sort_by([("reported_at", "ascending"), ("transaction_id", "ascending")])
+    return pa.table(
+        {
+            "reported_at": joined.column("reported_at"),
+            "is_fraud": joined.column("is_fraud"),
+            "card_id": joined.column("card_id"),
+            "bank_id": joined.column("tx_bank_id"),
+            "merchant_id": joined.column("merchant_id"),
+            "terminal_id": joined.column("terminal_id"),
+        },
+        schema=LABEL_EVENT_SCHEMA,
+    )
+
+
+def replay_log(
+    transactions: pa.Table,
+    labels: pa.Table | None = None,
+    *,
+    engine: FeatureEngine | None = None,
+    chunk_rows: int = 1_000_000,
+) -> np.ndarray:
+    """Point-in-time features for every transaction of a log (rows in the log's order).
+
+    The log is replayed from its start in time order, labels applied at their ``reported_at``.
+    Chunks bound memory; they do not change the result."""
+    engine = engine or FeatureEngine()
+    ts = _millis(transactions.column("timestamp"))
+    order = np.argsort(ts, kind="stable")
+    events = label_events(transactions, labels) if labels is not None else None
+    label_ts = (
+        _millis(events.column("reported_at")) if events is not None else np.empty(0, np.int64)
+    )
+    out = np.empty((transactions.num_rows, cat.NUM_FEATURES), dtype=np.float64)
+    start = 0
+    label_start = 0
+    while start < len(order):
+        stop = min(start + chunk_rows, len(order))
+        # extend the chunk to the end of a run of equal timestamps, so ties stay in one call
+        while stop < len(order) and ts[order[stop]] == ts[order[stop - 1]]:
+            stop += 1
+        rows = order[start:stop]
+        # Labels reported before the next chunk's first transaction belong here; one reported at
+        # exactly that time waits for it (transactions come first at a tie).
+        if stop < len(order):
+            label_stop = int(np.searchsorted(label_ts, ts[order[stop]], side="left"))
+        else:
+            label_stop = len(label_ts)
+        chunk_labels = events.slice(label_start, label_stop - label_start) if events else None
+        out[rows] = engine.process(transactions.take(pa.array(rows)), chunk_labels)
+        start, label_start = stop, label_stop
+    return out

@@ -1,0 +1,428 @@
+"""Feature kernels: one pass over time-ordered events, emitting features before updating state.
+
+``process_events`` is compiled by numba (nopython, no fastmath, so the floating-point order is
+fixed and online == offline bit for bit). ``process_events_py`` is its plain-Python twin: the same
+source run by the interpreter, which the property tests hold equal to the compiled path and which
+``FRAUD_FEATURES_PURE_PYTHON=1`` selects for debugging.
+
+State is struct-of-arrays, one row per slot:
+
+* cards      ``card_f[float64, CARD_F]`` and ``card_i[int64, CARD_I]`` — 30 × 8 + 47 × 8 = 616 bytes
+* merchants  ``ent_f[float64, ENT_F]`` and ``ent_i[int64, ENT_I]`` — 7 × 8 + 2 × 8 = 72 bytes
+* terminals  same layout as merchants.
+
+A row whose last activity is older than the TTL is reset when next touched, so whether a slot was
+physically evicted in between (online) or not (offline) never changes a feature.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numba
+import numpy as np
+
+from scoring.features import catalog as cat
+
+EMPTY = -(2**62)  # "never": an int64 timestamp no real event has
+
+CARD_TAU = np.array([w for _, w in cat.CARD_WINDOWS], dtype=np.float64)
+ENT_TAU = np.array([w for _, w in cat.ENTITY_WINDOWS], dtype=np.float64)
+LABEL_TAU = np.array([w for _, w in cat.LABEL_WINDOWS], dtype=np.float64)
+N_CARD_W = len(cat.CARD_WINDOWS)
+N_ENT_W = len(cat.ENTITY_WINDOWS)
+N_LABEL_W = len(cat.LABEL_WINDOWS)
+RING = cat.RECENT_AMOUNTS
+W_1D, W_7D, W_30D = 2, 3, 4  # positions in CARD_WINDOWS
+E_7D, E_30D = 2, 3  # positions in ENTITY_WINDOWS
+
+N_MERCHANTS, N_TERMINALS, N_COUNTRIES, N_MCCS = 16, 8, 4, 8
+
+# card_f columns
+CF_COUNT = 0
+CF_SUM = CF_COUNT + N_CARD_W
+CF_SUMSQ_30D = CF_SUM + N_CARD_W
+CF_MAX_1D = CF_SUMSQ_30D + 1
+CF_MAX_30D = CF_MAX_1D + 1
+CF_FRAUD_30D = CF_MAX_30D + 1
+CF_RING = CF_FRAUD_30D + 1
+CARD_F = CF_RING + RING
+
+# card_i columns
+CI_LAST_TS = 0
+CI_TOTAL = 1
+CI_FIRST_COUNTRY = 2
+CI_CHANNELS = 3
+CI_LABEL_AS_OF = 4
+CI_LAST_FRAUD_LABEL = 5
+CI_MERCHANT_POS = 6
+CI_TERMINAL_POS = 7
+CI_COUNTRY_POS = 8
+CI_MCC_POS = 9
+CI_MERCHANTS = 10
+CI_TERMINALS = CI_MERCHANTS + N_MERCHANTS
+CI_COUNTRIES = CI_TERMINALS + N_TERMINALS
+CI_MCCS = CI_COUNTRIES + N_COUNTRIES
+CARD_I = CI_MCCS + N_MCCS
+
+# merchant / terminal columns
+EF_COUNT = 0
+EF_SUM_7D = EF_COUNT + N_ENT_W
+EF_FRAUD = EF_SUM_7D + 1
+ENT_F = EF_FRAUD + N_LABEL_W
+EI_LAST_TS = 0
+EI_LABEL_AS_OF = 1
+ENT_I = 2
+
+# output columns (must follow catalog.FEATURE_NAMES)
+_I = cat.INDEX
+O_AMOUNT = _I["amount"]
+O_HOUR = _I["hour_of_day"]
+O_DOW = _I["day_of_week"]
+O_CHANNEL = _I["channel"]
+O_CARD_PRESENT = _I["card_present"]
+O_MCC = _I["mcc"]
+O_CARD_COUNT = _I["card_count_10m"]
+O_CARD_SUM = _I["card_amount_sum_10m"]
+O_CARD_MEAN_1D = _I["card_amount_mean_1d"]
+O_CARD_MAX_1D = _I["card_amount_max_1d"]
+O_SINCE_PREV = _I["card_seconds_since_prev"]
+O_TOTAL = _I["card_tx_total"]
+O_TO_MEAN = _I["amount_to_mean_30d"]
+O_TO_MEDIAN = _I["amount_to_median_recent"]
+O_ZSCORE = _I["amount_zscore_30d"]
+O_NEW_MERCHANT = _I["card_new_merchant"]
+O_NEW_TERMINAL = _I["card_new_terminal"]
+O_NEW_COUNTRY = _I["card_new_country"]
+O_NEW_CHANNEL = _I["card_new_channel"]
+O_NEW_MCC = _I["card_new_mcc"]
+O_NOT_FIRST_COUNTRY = _I["card_country_not_first"]
+O_MERCHANT = _I["merchant_count_1h"]
+O_TERMINAL = _I["terminal_count_1h"]
+O_CARD_FRAUD = _I["card_fraud_labels_30d"]
+O_SINCE_FRAUD = _I["card_seconds_since_fraud_label"]
+ENTITY_BLOCK = N_ENT_W + 1 + 2 * N_LABEL_W  # features per merchant/terminal
+assert cat.FEATURE_NAMES[O_TERMINAL] == "terminal_count_1h"
+assert O_TERMINAL - O_MERCHANT == ENTITY_BLOCK
+assert cat.NUM_FEATURES == O_SINCE_FRAUD + 1
+
+KIND_TRANSACTION = 0
+KIND_LABEL = 1
+DAY_MS = float(cat.DAY_MS)
+HOUR_MS = float(cat.HOUR_MS)
+
+
+def reset_card(card_f: np.ndarray, card_i: np.ndarray, c: int) -> None:
+    card_f[c, :] = 0.0
+    card_i[c, :] = 0
+    card_i[c, CI_LAST_TS] = EMPTY
+    card_i[c, CI_LABEL_AS_OF] = EMPTY
+    card_i[c, CI_LAST_FRAUD_LABEL] = EMPTY
+
+
+def reset_entity(ent_f: np.ndarray, ent_i: np.ndarray, m: int) -> None:
+    ent_f[m, :] = 0.0
+    ent_i[m, EI_LAST_TS] = EMPTY
+    ent_i[m, EI_LABEL_AS_OF] = EMPTY
+
+
+def _card_last_activity(card_i: np.ndarray, c: int) -> int:
+    return max(card_i[c, CI_LAST_TS], card_i[c, CI_LABEL_AS_OF])
+
+
+def expire_card(card_f: np.ndarray, card_i: np.ndarray, c: int, t: int, ttl: int) -> None:
+    last = _card_last_activity(card_i, c)
+    if last != EMPTY and t - last > ttl:
+        reset_card(card_f, card_i, c)
+
+
+def expire_entity(ent_f: np.ndarray, ent_i: np.ndarray, m: int, t: int, ttl: int) -> None:
+    last = max(ent_i[m, EI_LAST_TS], ent_i[m, EI_LABEL_AS_OF])
+    if last != EMPTY and t - last > ttl:
+        reset_entity(ent_f, ent_i, m)
+
+
+def _decayed(value: float, as_of: int, t: int, tau: float) -> float:
+    if as_of == EMPTY:
+        return 0.0
+    return value * math.exp(-max(t - as_of, 0) / tau)
+
+
+def _in_set(card_i: np.ndarray, c: int, start: int, size: int, value: int) -> bool:
+    for j in range(size):  # noqa: SIM110 -- numba cannot compile any() over a generator
+        if card_i[c, start + j] == value:
+            return True
+    return False
+
+
+def _remember(card_i: np.ndarray, c: int, start: int, size: int, pos_col: int, value: int) -> None:
+    """First-in-first-out set of the card's last distinct values (0 marks an empty place)."""
+    pos = card_i[c, pos_col]
+    card_i[c, start + pos] = value
+    card_i[c, pos_col] = (pos + 1) % size
+
+
+def _novelty(card_i: np.ndarray, c: int, start: int, size: int, pos_col: int, value: int) -> float:
+    if value == 0:  # field absent
+        return np.nan
+    if _in_set(card_i, c, start, size, value):
+        return 0.0
+    _remember(card_i, c, start, size, pos_col, value)
+    return 1.0
+
+
+def _median_recent(card_f: np.ndarray, c: int, n: int, scratch: np.ndarray) -> float:
+    for j in range(n):
+        scratch[j] = card_f[c, CF_RING + j]
+    # insertion sort: n <= 16, cheaper than a general sort and allocation-free
+    for j in range(1, n):
+        x = scratch[j]
+        k = j - 1
+        while k >= 0 and scratch[k] > x:
+            scratch[k + 1] = scratch[k]
+            k -= 1
+        scratch[k + 1] = x
+    if n % 2 == 1:
+        return scratch[n // 2]
+    return 0.5 * (scratch[n // 2 - 1] + scratch[n // 2])
+
+
+def _card_transaction(
+    card_f: np.ndarray,
+    card_i: np.ndarray,
+    c: int,
+    t: int,
+    amount: float,
+    merchant_hash: int,
+    terminal_hash: int,
+    country: int,
+    channel: int,
+    mcc: int,
+    scratch: np.ndarray,
+    row: np.ndarray,
+) -> None:
+    last = card_i[c, CI_LAST_TS]
+    total = card_i[c, CI_TOTAL]
+    dt = 0.0 if last == EMPTY else float(max(t - last, 0))
+    for w in range(N_CARD_W):
+        d = math.exp(-dt / CARD_TAU[w])
+        row[O_CARD_COUNT + w] = card_f[c, CF_COUNT + w] * d
+        row[O_CARD_SUM + w] = card_f[c, CF_SUM + w] * d
+    for k, w in enumerate((W_1D, W_7D, W_30D)):
+        count = row[O_CARD_COUNT + w]
+        row[O_CARD_MEAN_1D + k] = row[O_CARD_SUM + w] / count if total > 0 else np.nan
+    d_1d = math.exp(-dt / CARD_TAU[W_1D])
+    d_30d = math.exp(-dt / CARD_TAU[W_30D])
+    row[O_CARD_MAX_1D] = card_f[c, CF_MAX_1D] * d_1d
+    row[O_CARD_MAX_1D + 1] = card_f[c, CF_MAX_30D] * d_30d
+    row[O_SINCE_PREV] = dt / 1000.0 if total > 0 else np.nan
+    row[O_TOTAL] = float(total)
+
+    mean_30d = row[O_CARD_MEAN_1D + 2]
+    row[O_TO_MEAN] = amount / mean_30d if total > 0 else np.nan
+    n_recent = min(total, RING)
+    row[O_TO_MEDIAN] = (
+        amount / _median_recent(card_f, c, n_recent, scratch) if n_recent > 0 else np.nan
+    )
+    if total >= 2:
+        count_30d = row[O_CARD_COUNT + W_30D]
+        variance = card_f[c, CF_SUMSQ_30D] * d_30d / count_30d - mean_30d * mean_30d
+        std = math.sqrt(variance) if variance > 0.0 else 0.0
+        row[O_ZSCORE] = (amount - mean_30d) / std if std > 1e-9 else np.nan
+    else:
+        row[O_ZSCORE] = np.nan
+
+    row[O_NEW_MERCHANT] = _novelty(
+        card_i, c, CI_MERCHANTS, N_MERCHANTS, CI_MERCHANT_POS, merchant_hash
+    )
+    row[O_NEW_TERMINAL] = _novelty(
+        card_i, c, CI_TERMINALS, N_TERMINALS, CI_TERMINAL_POS, terminal_hash
+    )
+    row[O_NEW_COUNTRY] = _novelty(card_i, c, CI_COUNTRIES, N_COUNTRIES, CI_COUNTRY_POS, country)
+    row[O_NEW_MCC] = _novelty(card_i, c, CI_MCCS, N_MCCS, CI_MCC_POS, mcc + 1 if mcc >= 0 else 0)
+    if channel >= 0:
+        bit = 1 << channel
+        row[O_NEW_CHANNEL] = 0.0 if card_i[c, CI_CHANNELS] & bit else 1.0
+        card_i[c, CI_CHANNELS] |= bit
+    else:
+        row[O_NEW_CHANNEL] = np.nan
+    if country > 0:
+        first = card_i[c, CI_FIRST_COUNTRY]
+        if first == 0:
+            card_i[c, CI_FIRST_COUNTRY] = country
+            first = country
+        row[O_NOT_FIRST_COUNTRY] = 0.0 if first == country else 1.0
+    else:
+        row[O_NOT_FIRST_COUNTRY] = np.nan
+
+    row[O_CARD_FRAUD] = _decayed(
+        card_f[c, CF_FRAUD_30D], card_i[c, CI_LABEL_AS_OF], t, LABEL_TAU[N_LABEL_W - 1]
+    )
+    last_fraud = card_i[c, CI_LAST_FRAUD_LABEL]
+    row[O_SINCE_FRAUD] = np.nan if last_fraud == EMPTY else max(t - last_fraud, 0) / 1000.0
+
+    # update, after the features were emitted
+    for w in range(N_CARD_W):
+        d = math.exp(-dt / CARD_TAU[w])
+        card_f[c, CF_COUNT + w] = card_f[c, CF_COUNT + w] * d + 1.0
+        card_f[c, CF_SUM + w] = card_f[c, CF_SUM + w] * d + amount
+    card_f[c, CF_SUMSQ_30D] = card_f[c, CF_SUMSQ_30D] * d_30d + amount * amount
+    card_f[c, CF_MAX_1D] = max(card_f[c, CF_MAX_1D] * d_1d, amount)
+    card_f[c, CF_MAX_30D] = max(card_f[c, CF_MAX_30D] * d_30d, amount)
+    card_f[c, CF_RING + total % RING] = amount
+    card_i[c, CI_TOTAL] = total + 1
+    card_i[c, CI_LAST_TS] = max(t, last)
+
+
+def _entity_transaction(
+    ent_f: np.ndarray, ent_i: np.ndarray, m: int, t: int, amount: float, row: np.ndarray, out: int
+) -> None:
+    if m < 0:
+        for j in range(ENTITY_BLOCK):
+            row[out + j] = np.nan
+        return
+    last = ent_i[m, EI_LAST_TS]
+    dt = 0.0 if last == EMPTY else float(max(t - last, 0))
+    for w in range(N_ENT_W):
+        row[out + w] = ent_f[m, EF_COUNT + w] * math.exp(-dt / ENT_TAU[w])
+    count_7d = row[out + E_7D]
+    d_7d = math.exp(-dt / ENT_TAU[E_7D])
+    sum_7d = ent_f[m, EF_SUM_7D] * d_7d
+    row[out + N_ENT_W] = sum_7d / count_7d if last != EMPTY else np.nan
+    for w in range(N_LABEL_W):
+        fraud = _decayed(ent_f[m, EF_FRAUD + w], ent_i[m, EI_LABEL_AS_OF], t, LABEL_TAU[w])
+        row[out + N_ENT_W + 1 + w] = fraud
+        row[out + N_ENT_W + 1 + N_LABEL_W + w] = fraud / (1.0 + row[out + E_7D + w])
+    for w in range(N_ENT_W):
+        ent_f[m, EF_COUNT + w] = ent_f[m, EF_COUNT + w] * math.exp(-dt / ENT_TAU[w]) + 1.0
+    ent_f[m, EF_SUM_7D] = sum_7d + amount
+    ent_i[m, EI_LAST_TS] = max(t, last)
+
+
+def _entity_fraud_label(ent_f: np.ndarray, ent_i: np.ndarray, m: int, r: int) -> None:
+    as_of = ent_i[m, EI_LABEL_AS_OF]
+    for w in range(N_LABEL_W):
+        ent_f[m, EF_FRAUD + w] = _decayed(ent_f[m, EF_FRAUD + w], as_of, r, LABEL_TAU[w]) + 1.0
+    ent_i[m, EI_LABEL_AS_OF] = max(r, as_of)
+
+
+def _card_fraud_label(card_f: np.ndarray, card_i: np.ndarray, c: int, r: int) -> None:
+    as_of = card_i[c, CI_LABEL_AS_OF]
+    tau = LABEL_TAU[N_LABEL_W - 1]
+    card_f[c, CF_FRAUD_30D] = _decayed(card_f[c, CF_FRAUD_30D], as_of, r, tau) + 1.0
+    card_i[c, CI_LABEL_AS_OF] = max(r, as_of)
+    card_i[c, CI_LAST_FRAUD_LABEL] = max(r, card_i[c, CI_LAST_FRAUD_LABEL])
+
+
+def process_events(
+    kind: np.ndarray,  # int8: KIND_TRANSACTION | KIND_LABEL
+    ts: np.ndarray,  # int64 ms: transaction time, or the label's reported_at
+    amount: np.ndarray,  # float64
+    card: np.ndarray,  # int64 slot, -1 = unknown (labels only)
+    merchant: np.ndarray,  # int64 slot, -1 = absent
+    terminal: np.ndarray,  # int64 slot, -1 = absent
+    merchant_hash: np.ndarray,  # int64, 0 = absent
+    terminal_hash: np.ndarray,  # int64, 0 = absent
+    country: np.ndarray,  # int64 code > 0, 0 = absent
+    channel: np.ndarray,  # int64 0..3, -1 = absent
+    mcc: np.ndarray,  # int64 0..9999, -1 = absent
+    card_present: np.ndarray,  # int8 0/1, -1 = absent
+    is_fraud: np.ndarray,  # int8 (labels)
+    out_row: np.ndarray,  # int64 row of ``out`` for each transaction event
+    card_f: np.ndarray,
+    card_i: np.ndarray,
+    merchant_f: np.ndarray,
+    merchant_i: np.ndarray,
+    terminal_f: np.ndarray,
+    terminal_i: np.ndarray,
+    ttl_ms: int,
+    scratch: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """Consume events in the given (time) order; write each transaction's features to ``out``."""
+    for e in range(kind.shape[0]):
+        t = ts[e]
+        c = card[e]
+        m = merchant[e]
+        k = terminal[e]
+        if c >= 0:
+            expire_card(card_f, card_i, c, t, ttl_ms)
+        if m >= 0:
+            expire_entity(merchant_f, merchant_i, m, t, ttl_ms)
+        if k >= 0:
+            expire_entity(terminal_f, terminal_i, k, t, ttl_ms)
+        if kind[e] == KIND_LABEL:
+            if is_fraud[e]:
+                if c >= 0:
+                    _card_fraud_label(card_f, card_i, c, t)
+                if m >= 0:
+                    _entity_fraud_label(merchant_f, merchant_i, m, t)
+                if k >= 0:
+                    _entity_fraud_label(terminal_f, terminal_i, k, t)
+            continue
+        row = out[out_row[e]]
+        a = amount[e]
+        row[O_AMOUNT] = a
+        in_day = t % cat.DAY_MS
+        row[O_HOUR] = in_day / HOUR_MS
+        row[O_DOW] = float((t // cat.DAY_MS + 3) % 7)  # 1970-01-01 was a Thursday
+        row[O_CHANNEL] = float(channel[e]) if channel[e] >= 0 else np.nan
+        row[O_CARD_PRESENT] = float(card_present[e]) if card_present[e] >= 0 else np.nan
+        row[O_MCC] = float(mcc[e]) if mcc[e] >= 0 else np.nan
+        _card_transaction(
+            card_f,
+            card_i,
+            c,
+            t,
+            a,
+            merchant_hash[e],
+            terminal_hash[e],
+            country[e],
+            channel[e],
+            mcc[e],
+            scratch,
+            row,
+        )
+        _entity_transaction(merchant_f, merchant_i, m, t, a, row, O_MERCHANT)
+        _entity_transaction(terminal_f, terminal_i, k, t, a, row, O_TERMINAL)
+
+
+# The Python twin is the very same source, interpreted. Helpers are compiled one by one so the
+# compiled entry point calls compiled helpers, while the twin's globals stay plain Python.
+process_events_py = process_events
+_JIT = numba.njit(cache=True, nogil=True, fastmath=False)
+_HELPERS = (
+    "reset_card",
+    "reset_entity",
+    "_card_last_activity",
+    "expire_card",
+    "expire_entity",
+    "_decayed",
+    "_in_set",
+    "_remember",
+    "_novelty",
+    "_median_recent",
+    "_card_transaction",
+    "_entity_transaction",
+    "_entity_fraud_label",
+    "_card_fraud_label",
+)
+
+
+def _compile() -> Any:
+    import types
+
+    # A copy of this module's globals where helpers are jitted; the twin keeps the originals.
+    compiled_globals = dict(globals())
+    for name in _HELPERS:
+        function = globals()[name]
+        clone = types.FunctionType(function.__code__, compiled_globals, name)
+        compiled_globals[name] = _JIT(clone)
+    entry = types.FunctionType(process_events.__code__, compiled_globals, "process_events")
+    return _JIT(entry)
+
+
+PURE_PYTHON = os.environ.get("FRAUD_FEATURES_PURE_PYTHON") == "1"
+process_events_nb = _compile()
