@@ -7,7 +7,7 @@ source run by the interpreter, which the property tests hold equal to the compil
 
 State is struct-of-arrays, one row per slot:
 
-* cards      ``card_f[float64, CARD_F]`` and ``card_i[int64, CARD_I]`` — 30 × 8 + 47 × 8 = 616 bytes
+* cards      ``card_f[float64, CARD_F]`` and ``card_i[int64, CARD_I]`` — 30 × 8 + 46 × 8 = 608 bytes
 * merchants  ``ent_f[float64, ENT_F]`` and ``ent_i[int64, ENT_I]`` — 7 × 8 + 2 × 8 = 72 bytes
 * terminals  same layout as merchants.
 
