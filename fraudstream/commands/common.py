@@ -1,0 +1,49 @@
+"""Small helpers shared by the verbs: time arguments, progress, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+# Progress and messages go to stderr: stdout carries results (e.g. the new model version).
+console = Console(stderr=True)
+
+RegistryOption = typer.Option(
+    None, "--registry", help="Model registry directory (default: FRAUD_SCORING__REGISTRY)."
+)
+
+
+def parse_time(value: str | None, option: str) -> datetime | None:
+    """ISO 8601; a time without offset is taken as UTC."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an ISO 8601 time", param_hint=option) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def registry_path(path: Path | None) -> Path:
+    from scoring.settings import get_settings
+
+    return path or get_settings().scoring.registry
+
+
+@contextmanager
+def steps() -> Iterator[Progress]:
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+    ) as progress:
+        yield progress
+
+
+def fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(1)
