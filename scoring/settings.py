@@ -53,6 +53,24 @@ class KafkaSettings(BaseModel):
     def effective_bootstrap(self) -> str:
         return self.bootstrap_servers or f"127.0.0.1:{self.local_port}"
 
+    def client_config(self) -> dict[str, str | int | float | bool]:
+        """librdkafka (confluent-kafka) client settings: where the cluster is and how to log in.
+
+        Only the connection belongs here; each client adds its own tuning (acks, group id, ...).
+        """
+        config: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": self.effective_bootstrap(),
+            "security.protocol": self.security_protocol,
+        }
+        optional = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password.get_secret_value() if self.sasl_password else None,
+            "ssl.ca.location": self.ssl_ca_location,
+        }
+        config.update({key: value for key, value in optional.items() if value is not None})
+        return config
+
 
 class ScoringSettings(BaseModel):
     """Model runtime, decision policy and cost accounting."""
