@@ -568,7 +568,7 @@ class LocalKafka:
         pid = self._spawn(java, libs)
         try:
             metadata = self._wait_ready(pid, started_at + timeout, progress)
-        except LocalKafkaError:
+        except BaseException:  # also Ctrl-C while waiting
             # We started it and it is not usable: do not leave a half-started JVM behind.
             self._stop(pid, 10.0)
             self.pid_path.unlink(missing_ok=True)
