@@ -1,7 +1,7 @@
 """The ``fraudstream`` console script: one Typer app fronting every verb (DESIGN.md §7).
 
-This package is the composition root. ``stream``, ``training`` and ``api`` may not import each other,
-so the verbs that span them live here. Each verb's module imports its heavy dependencies inside the
+This package is the composition root. ``stream``, ``training`` and ``api`` may not import each
+other, so the verbs that span them live here. Each verb's module imports its heavy dependencies inside the
 command function, so ``fraudstream --help`` stays fast.
 """
 

@@ -49,8 +49,8 @@ def simulate(
     amounts: Annotated[
         str | None,
         typer.Option(
-            help="local: merchant-country currency; billing: the card's home currency "
-            "(default: local)."
+            help="billing: the card's home currency (default, the issuer's view); local: the "
+            "merchant country's currency."
         ),
     ] = None,
     label_all: Annotated[

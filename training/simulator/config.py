@@ -104,10 +104,12 @@ class SimulationConfig(BaseModel):
     )
 
     amounts: Literal["local", "billing"] = Field(
-        default="local",
-        description="local: amount and currency of the merchant's country (what the terminal "
-        "sends). billing: converted to the card's home currency (what the cardholder is billed), "
-        "so amounts compare across countries without a rate table.",
+        # The issuer (our user) scores in the card's billing currency, so the default is billing:
+        # amount features and the cost model then compare like with like.
+        default="billing",
+        description="billing (default): converted to the card's home currency (what the issuer "
+        "sees and the cardholder is billed), so amounts compare across countries without a rate "
+        "table. local: amount and currency of the merchant's country (what the terminal sends).",
     )
 
     genuine_label_share: float = Field(
