@@ -1,13 +1,13 @@
 """The ``fraudstream`` console script: one Typer app fronting every verb (DESIGN.md §7).
 
 This package is the composition root. ``stream``, ``training`` and ``api`` may not import each
-other, so the verbs that span them live here. Each verb's module imports its heavy dependencies inside the
-command function, so ``fraudstream --help`` stays fast.
+other, so the verbs that span them live here. Each verb's module imports its heavy dependencies
+inside the command function, so ``fraudstream --help`` stays fast.
 """
 
 import typer
 
-from fraudstream.commands import kafka, simulate
+from fraudstream.commands import kafka, models, offline, replay, simulate
 
 app = typer.Typer(
     name="fraudstream",
@@ -17,3 +17,8 @@ app = typer.Typer(
 )
 app.add_typer(kafka.app, name="kafka")
 app.command("simulate")(simulate.simulate)
+app.command("train")(offline.train)
+app.command("score-log")(offline.score_log)
+app.command("evaluate")(offline.evaluate)
+app.add_typer(models.app, name="models")
+app.command("replay")(replay.replay)
