@@ -424,9 +424,9 @@ def _rewrite_unit_source(source: str, *, branch_free_max_splits: int) -> tuple[s
         # Mask arithmetic, not ``c ? a : b``: gcc turns nested ternaries back into branches.
         "#define FS_SELECT(c, a, b) (((a) & -(c)) | ((b) & ~-(c)))",
         lines[start],
-        "  unsigned int tmp;",
-        "  (void)tmp;",
     ]
+    if any("tmp" in line for line in body):
+        out.append("  unsigned int tmp;")  # categorical tests use it
     # A local accumulator: through ``result`` (which may alias ``data`` as far as the compiler
     # knows) every leaf would be a load-add-store.
     out.append("  double acc = result[0];")
@@ -722,7 +722,15 @@ def compile_model(
         tl2cgen.generate_c_code(model, src, params)
         stats = _RewriteStats()
         if optimize:
-            stats = _rewrite_sources(src, branch_free_max_splits=branch_free_max_splits)
+            try:
+                stats = _rewrite_sources(src, branch_free_max_splits=branch_free_max_splits)
+            except _RewriteError as exc:
+                # tl2cgen wrote something the rewrite pass does not know: build its code as
+                # generated (exact, just slower) rather than guess.
+                log.warning("rewrite pass skipped (%s); using tl2cgen's code as generated", exc)
+                optimize = build_info["optimize"] = False
+                shutil.rmtree(src)
+                tl2cgen.generate_c_code(model, src, params)
         main_c = (src / "main.c").read_text()
         m = _EPILOGUE.search(main_c) if not quantize else None
         epilogue = None

@@ -280,6 +280,27 @@ def test_inputs_within_lightgbm_zero_threshold_score_as_zero(built: Built, name:
     )
 
 
+def test_code_the_rewrite_pass_does_not_know_is_built_as_generated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(compiled_mod._RewriteError):
+        compiled_mod._rewrite_unit_source("void f(void) {}", branch_free_max_splits=1)
+
+    def refuse(source: str, *, branch_free_max_splits: int) -> None:
+        raise compiled_mod._RewriteError("unexpected line")
+
+    monkeypatch.setattr(compiled_mod, "_rewrite_unit_source", refuse)
+    name = "binary_nan"
+    info = compile_model(model_path(name), tmp_path / "x.so")
+    assert info.optimize is False
+    model = CompiledModel.load(tmp_path / "x.so", expected_sha256=info.lib_sha256, num_features=8)
+    assert model.build_info["optimize"] is False
+    X = adversarial_rows(name, 500)
+    low = X.view(np.uint64) & np.uint64(0xFFFFFFFF) == np.uint64(0xFFFFFFFF)
+    X[low & np.isfinite(X)] = 1.0  # tl2cgen's own code misreads those (see above)
+    assert_oracle(model.score_many(X), lightgbm_predict(name, X))
+
+
 # ------------------------------------------------------------------------- property test
 
 _PROPERTY_MODELS = ["binary_nan", "categorical", "zero_as_missing", "amounts"]
