@@ -27,9 +27,12 @@ CARD_WINDOWS = (
     ("1d", DAY_MS),
     ("7d", 7 * DAY_MS),
     ("30d", 30 * DAY_MS),
+    ("90d", 90 * DAY_MS),
 )
 ENTITY_WINDOWS = (("1h", HOUR_MS), ("1d", DAY_MS), ("7d", 7 * DAY_MS), ("30d", 30 * DAY_MS))
-LABEL_WINDOWS = (("7d", 7 * DAY_MS), ("30d", 30 * DAY_MS))
+LABEL_WINDOWS = (("1d", DAY_MS), ("7d", 7 * DAY_MS), ("30d", 30 * DAY_MS))
+# Fraud share among all labels (fraud and genuine); the first LABEL_WINDOWS, in the same order.
+SHARE_WINDOWS = LABEL_WINDOWS[:2]
 RECENT_AMOUNTS = 16  # ring of the card's last amounts, for the median
 
 
@@ -102,7 +105,7 @@ def _catalog() -> tuple[Feature, ...]:
                 "Fraudsters drain the card fast.",
             )
         )
-    for window in ("1d", "7d", "30d"):
+    for window in ("1d", "7d", "30d", "90d"):
         f.append(
             Feature(
                 f"card_amount_mean_{window}",
@@ -138,6 +141,25 @@ def _catalog() -> tuple[Feature, ...]:
             "card history",
             "amount / card_amount_mean_30d.",
             "Account takeover and stolen cards spend unlike the owner.",
+        ),
+        Feature(
+            "amount_to_mean_90d",
+            "card history",
+            "amount / card_amount_mean_90d.",
+            "A long baseline that a two-week attack barely moves.",
+        ),
+        Feature(
+            "card_amount_ratio_max_7d",
+            "card history",
+            "Largest amount / card_amount_mean_90d among the card's earlier transactions, "
+            "decayed over 7d.",
+            "An attack repeats unusual amounts; one outlier is not yet a pattern.",
+        ),
+        Feature(
+            "card_unusual_count_7d",
+            "card history",
+            "Decayed count over 7d of earlier transactions above 3x the card's 90d mean.",
+            "Counts the repeats of an ongoing compromise.",
         ),
         Feature(
             "amount_to_median_recent",
@@ -232,6 +254,17 @@ def _catalog() -> tuple[Feature, ...]:
                     f"{entity} risk",
                     f"{entity}_fraud_{window} / (1 + {entity}_count_{window}).",
                     "Fraud density, fair to busy and quiet points alike.",
+                    field,
+                )
+            )
+        for window, _ in SHARE_WINDOWS:
+            f.append(
+                Feature(
+                    f"{entity}_label_fraud_share_{window}",
+                    f"{entity} risk",
+                    f"Fraud labels / all labels (fraud and genuine) reported for the {entity}'s "
+                    f"transactions, decayed over {window}; NaN without labels.",
+                    "Says when a compromise is over: the newest labels there turn genuine.",
                     field,
                 )
             )

@@ -7,8 +7,8 @@ source run by the interpreter, which the property tests hold equal to the compil
 
 State is struct-of-arrays, one row per slot:
 
-* cards      ``card_f[float64, CARD_F]`` and ``card_i[int64, CARD_I]`` — 30 × 8 + 46 × 8 = 608 bytes
-* merchants  ``ent_f[float64, ENT_F]`` and ``ent_i[int64, ENT_I]`` — 7 × 8 + 2 × 8 = 72 bytes
+* cards      ``card_f[float64, CARD_F]`` and ``card_i[int64, CARD_I]`` — 34 × 8 + 46 × 8 = 640 bytes
+* merchants  ``ent_f[float64, ENT_F]`` and ``ent_i[int64, ENT_I]`` — 10 × 8 + 2 × 8 = 96 bytes
 * terminals  same layout as merchants.
 
 A row whose last activity is older than the TTL is reset when next touched, so whether a slot was
@@ -31,11 +31,17 @@ EMPTY = -(2**62)  # "never": an int64 timestamp no real event has
 CARD_TAU = np.array([w for _, w in cat.CARD_WINDOWS], dtype=np.float64)
 ENT_TAU = np.array([w for _, w in cat.ENTITY_WINDOWS], dtype=np.float64)
 LABEL_TAU = np.array([w for _, w in cat.LABEL_WINDOWS], dtype=np.float64)
+SHARE_TAU = np.array([w for _, w in cat.SHARE_WINDOWS], dtype=np.float64)
 N_CARD_W = len(cat.CARD_WINDOWS)
 N_ENT_W = len(cat.ENTITY_WINDOWS)
 N_LABEL_W = len(cat.LABEL_WINDOWS)
+N_SHARE_W = len(cat.SHARE_WINDOWS)
+LABEL_TO_ENT = 1  # LABEL_WINDOWS[w] is ENTITY_WINDOWS[w + LABEL_TO_ENT]
+assert cat.LABEL_WINDOWS == cat.ENTITY_WINDOWS[LABEL_TO_ENT:]
+assert cat.SHARE_WINDOWS == cat.LABEL_WINDOWS[:N_SHARE_W]
 RING = cat.RECENT_AMOUNTS
-W_1D, W_7D, W_30D = 2, 3, 4  # positions in CARD_WINDOWS
+W_1D, W_7D, W_30D, W_90D = 2, 3, 4, 5  # positions in CARD_WINDOWS
+UNUSUAL_RATIO = 3.0  # an amount above 3x the card's 90-day mean counts as unusual
 E_7D, E_30D = 2, 3  # positions in ENTITY_WINDOWS
 
 N_MERCHANTS, N_TERMINALS, N_COUNTRIES, N_MCCS = 16, 8, 4, 8
@@ -47,7 +53,9 @@ CF_SUMSQ_30D = CF_SUM + N_CARD_W
 CF_MAX_1D = CF_SUMSQ_30D + 1
 CF_MAX_30D = CF_MAX_1D + 1
 CF_FRAUD_30D = CF_MAX_30D + 1
-CF_RING = CF_FRAUD_30D + 1
+CF_RATIO_MAX_7D = CF_FRAUD_30D + 1
+CF_UNUSUAL_7D = CF_RATIO_MAX_7D + 1
+CF_RING = CF_UNUSUAL_7D + 1
 CARD_F = CF_RING + RING
 
 # card_i columns
@@ -71,7 +79,8 @@ CARD_I = CI_MCCS + N_MCCS
 EF_COUNT = 0
 EF_SUM_7D = EF_COUNT + N_ENT_W
 EF_FRAUD = EF_SUM_7D + 1
-ENT_F = EF_FRAUD + N_LABEL_W
+EF_LABELS = EF_FRAUD + N_LABEL_W
+ENT_F = EF_LABELS + N_SHARE_W
 EI_LAST_TS = 0
 EI_LABEL_AS_OF = 1
 ENT_I = 2
@@ -91,6 +100,9 @@ O_CARD_MAX_1D = _I["card_amount_max_1d"]
 O_SINCE_PREV = _I["card_seconds_since_prev"]
 O_TOTAL = _I["card_tx_total"]
 O_TO_MEAN = _I["amount_to_mean_30d"]
+O_TO_MEAN_90D = _I["amount_to_mean_90d"]
+O_RATIO_MAX_7D = _I["card_amount_ratio_max_7d"]
+O_UNUSUAL_7D = _I["card_unusual_count_7d"]
 O_TO_MEDIAN = _I["amount_to_median_recent"]
 O_ZSCORE = _I["amount_zscore_30d"]
 O_NEW_MERCHANT = _I["card_new_merchant"]
@@ -103,7 +115,7 @@ O_MERCHANT = _I["merchant_count_1h"]
 O_TERMINAL = _I["terminal_count_1h"]
 O_CARD_FRAUD = _I["card_fraud_labels_30d"]
 O_SINCE_FRAUD = _I["card_seconds_since_fraud_label"]
-ENTITY_BLOCK = N_ENT_W + 1 + 2 * N_LABEL_W  # features per merchant/terminal
+ENTITY_BLOCK = N_ENT_W + 1 + 2 * N_LABEL_W + N_SHARE_W  # features per merchant/terminal
 assert cat.FEATURE_NAMES[O_TERMINAL] == "terminal_count_1h"
 assert O_TERMINAL - O_MERCHANT == ENTITY_BLOCK
 assert cat.NUM_FEATURES == O_SINCE_FRAUD + 1
@@ -210,7 +222,7 @@ def _card_transaction(
         d = math.exp(-dt / CARD_TAU[w])
         row[O_CARD_COUNT + w] = card_f[c, CF_COUNT + w] * d
         row[O_CARD_SUM + w] = card_f[c, CF_SUM + w] * d
-    for k, w in enumerate((W_1D, W_7D, W_30D)):
+    for k, w in enumerate((W_1D, W_7D, W_30D, W_90D)):
         count = row[O_CARD_COUNT + w]
         row[O_CARD_MEAN_1D + k] = row[O_CARD_SUM + w] / count if total > 0 else np.nan
     d_1d = math.exp(-dt / CARD_TAU[W_1D])
@@ -222,6 +234,12 @@ def _card_transaction(
 
     mean_30d = row[O_CARD_MEAN_1D + 2]
     row[O_TO_MEAN] = amount / mean_30d if total > 0 else np.nan
+    mean_90d = row[O_CARD_MEAN_1D + 3]
+    ratio_90d = amount / mean_90d if total > 0 else np.nan
+    row[O_TO_MEAN_90D] = ratio_90d
+    d_7d = math.exp(-dt / CARD_TAU[W_7D])
+    row[O_RATIO_MAX_7D] = card_f[c, CF_RATIO_MAX_7D] * d_7d
+    row[O_UNUSUAL_7D] = card_f[c, CF_UNUSUAL_7D] * d_7d
     n_recent = min(total, RING)
     row[O_TO_MEDIAN] = (
         amount / _median_recent(card_f, c, n_recent, scratch) if n_recent > 0 else np.nan
@@ -271,6 +289,11 @@ def _card_transaction(
     card_f[c, CF_SUMSQ_30D] = card_f[c, CF_SUMSQ_30D] * d_30d + amount * amount
     card_f[c, CF_MAX_1D] = max(card_f[c, CF_MAX_1D] * d_1d, amount)
     card_f[c, CF_MAX_30D] = max(card_f[c, CF_MAX_30D] * d_30d, amount)
+    if total > 0:  # a first transaction has no baseline to be unusual against
+        card_f[c, CF_RATIO_MAX_7D] = max(card_f[c, CF_RATIO_MAX_7D] * d_7d, ratio_90d)
+        card_f[c, CF_UNUSUAL_7D] = card_f[c, CF_UNUSUAL_7D] * d_7d + (
+            1.0 if ratio_90d > UNUSUAL_RATIO else 0.0
+        )
     card_f[c, CF_RING + total % RING] = amount
     card_i[c, CI_TOTAL] = total + 1
     card_i[c, CI_LAST_TS] = max(t, last)
@@ -291,20 +314,29 @@ def _entity_transaction(
     d_7d = math.exp(-dt / ENT_TAU[E_7D])
     sum_7d = ent_f[m, EF_SUM_7D] * d_7d
     row[out + N_ENT_W] = sum_7d / count_7d if last != EMPTY else np.nan
+    as_of = ent_i[m, EI_LABEL_AS_OF]
     for w in range(N_LABEL_W):
-        fraud = _decayed(ent_f[m, EF_FRAUD + w], ent_i[m, EI_LABEL_AS_OF], t, LABEL_TAU[w])
+        fraud = _decayed(ent_f[m, EF_FRAUD + w], as_of, t, LABEL_TAU[w])
         row[out + N_ENT_W + 1 + w] = fraud
-        row[out + N_ENT_W + 1 + N_LABEL_W + w] = fraud / (1.0 + row[out + E_7D + w])
+        row[out + N_ENT_W + 1 + N_LABEL_W + w] = fraud / (1.0 + row[out + LABEL_TO_ENT + w])
+    for w in range(N_SHARE_W):
+        labels = _decayed(ent_f[m, EF_LABELS + w], as_of, t, SHARE_TAU[w])
+        fraud = row[out + N_ENT_W + 1 + w]
+        share = fraud / labels if labels > 1e-12 else np.nan
+        row[out + N_ENT_W + 1 + 2 * N_LABEL_W + w] = share
     for w in range(N_ENT_W):
         ent_f[m, EF_COUNT + w] = ent_f[m, EF_COUNT + w] * math.exp(-dt / ENT_TAU[w]) + 1.0
     ent_f[m, EF_SUM_7D] = sum_7d + amount
     ent_i[m, EI_LAST_TS] = max(t, last)
 
 
-def _entity_fraud_label(ent_f: np.ndarray, ent_i: np.ndarray, m: int, r: int) -> None:
+def _entity_label(ent_f: np.ndarray, ent_i: np.ndarray, m: int, r: int, fraud: bool) -> None:
     as_of = ent_i[m, EI_LABEL_AS_OF]
+    add = 1.0 if fraud else 0.0
     for w in range(N_LABEL_W):
-        ent_f[m, EF_FRAUD + w] = _decayed(ent_f[m, EF_FRAUD + w], as_of, r, LABEL_TAU[w]) + 1.0
+        ent_f[m, EF_FRAUD + w] = _decayed(ent_f[m, EF_FRAUD + w], as_of, r, LABEL_TAU[w]) + add
+    for w in range(N_SHARE_W):
+        ent_f[m, EF_LABELS + w] = _decayed(ent_f[m, EF_LABELS + w], as_of, r, SHARE_TAU[w]) + 1.0
     ent_i[m, EI_LABEL_AS_OF] = max(r, as_of)
 
 
@@ -354,13 +386,13 @@ def process_events(
         if k >= 0:
             expire_entity(terminal_f, terminal_i, k, t, ttl_ms)
         if kind[e] == KIND_LABEL:
-            if is_fraud[e]:
-                if c >= 0:
-                    _card_fraud_label(card_f, card_i, c, t)
-                if m >= 0:
-                    _entity_fraud_label(merchant_f, merchant_i, m, t)
-                if k >= 0:
-                    _entity_fraud_label(terminal_f, terminal_i, k, t)
+            fraud = is_fraud[e] != 0
+            if fraud and c >= 0:
+                _card_fraud_label(card_f, card_i, c, t)
+            if m >= 0:
+                _entity_label(merchant_f, merchant_i, m, t, fraud)
+            if k >= 0:
+                _entity_label(terminal_f, terminal_i, k, t, fraud)
             continue
         row = out[out_row[e]]
         a = amount[e]
@@ -406,7 +438,7 @@ _HELPERS = (
     "_median_recent",
     "_card_transaction",
     "_entity_transaction",
-    "_entity_fraud_label",
+    "_entity_label",
     "_card_fraud_label",
 )
 
