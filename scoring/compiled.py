@@ -66,7 +66,7 @@ import numpy as np
 import numpy.typing as npt
 from llvmlite import ir as llvm_ir
 from numba import njit, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 log = logging.getLogger(__name__)
 
@@ -858,13 +858,29 @@ def _call_score_many(typingctx, fn_addr, x_addr, n_rows, row_stride, out_addr):
     return sig, codegen
 
 
-@njit(cache=False)
-def _score_one_nb(fn_addr: int, x: npt.NDArray[np.float64]) -> float:
-    return _call_score_one(fn_addr, x.ctypes.data)  # type: ignore[call-arg]
+def _c_float64(x: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+    """A C-contiguous float64 view or copy of a row (the overload below is what numba runs)."""
+    return np.ascontiguousarray(x, dtype=np.float64)
+
+
+@overload(_c_float64)
+def _c_float64_impl(x):
+    # Decided per argument type at compile time: a C-contiguous float64 row is used in place.
+    if isinstance(x, types.Array) and x.dtype == types.float64 and x.layout == "C":
+        return lambda x: x
+    return lambda x: np.ascontiguousarray(x).astype(np.float64)
+
+
+@njit(cache=True)
+def _score_one_nb(fn_addr: int, num_features: int, x: npt.NDArray[Any]) -> float:
+    if x.shape[0] != num_features:
+        raise ValueError("row length differs from the model's number of features")
+    row = _c_float64(x)
+    return _call_score_one(fn_addr, row.ctypes.data)  # type: ignore[call-arg]
 
 
 # nogil: a batch can take milliseconds; other threads (Kafka I/O, the API) keep running.
-@njit(cache=False, nogil=True)
+@njit(cache=True, nogil=True)
 def _score_many_nb(
     fn_addr: int, X: npt.NDArray[Any], row_stride: int, out: npt.NDArray[np.float64]
 ) -> int:
@@ -930,7 +946,8 @@ def _warm_up_shims(num_features: int, one_addr: int, many_f64: int, many_f32: in
     """
     x64 = np.zeros(num_features)
     out = np.empty(1)
-    _score_one_nb(one_addr, x64)
+    _score_one_nb(one_addr, num_features, x64)
+    _score_one_nb(one_addr, num_features, x64.astype(np.float32))
     _score_many_nb(many_f64, x64.reshape(1, -1), num_features, out)
     _score_many_nb(many_f32, x64.astype(np.float32).reshape(1, -1), num_features, out)
 
@@ -1096,17 +1113,23 @@ class CompiledModel:
 
     def score_one(self, x: npt.ArrayLike) -> float:
         """Probability of fraud for one row (1-D array of ``num_features`` values)."""
-        if type(x) is not np.ndarray or x.dtype != _F64 or x.ndim != 1 or not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x, dtype=np.float64)
-            if x.ndim != 1:
-                raise ValueError(f"expected a 1-D row, got shape {x.shape}")
-        if x.shape[0] != self.num_features:
-            raise ValueError(f"expected {self.num_features} features, got {x.shape[0]}")
+        # Fast path, a handful of identity tests: numba's dispatcher does the rest (a strided or
+        # float32 row gets its own compiled specialisation that copies it).
+        if (
+            type(x) is np.ndarray
+            and x.ndim == 1
+            and (x.dtype is _F64 or x.dtype is _F32)
+            and self._one_addr
+        ):
+            return _score_one_nb(self._one_addr, self.num_features, x)
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        if x.ndim != 1 or x.shape[0] != self.num_features:
+            raise ValueError(f"expected a row of {self.num_features} values, got shape {x.shape}")
         if self.engine == "gtil":
             return float(self._gtil_score(x.reshape(1, -1))[0])
         if not self._one_addr:
             raise RuntimeError("model was closed")
-        return _score_one_nb(self._one_addr, x)
+        return _score_one_nb(self._one_addr, self.num_features, x)
 
     def _gtil_score(self, X: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
         import treelite

@@ -428,6 +428,10 @@ def test_input_layouts_and_dtypes(built: Built) -> None:
         lightgbm_predict(name, X[3:4].astype(np.float32))[0], abs=OBSERVED_ATOL
     )
     assert model.score_one(wide[3, 1:-2]) == pytest.approx(expected[3], abs=OBSERVED_ATOL)
+    assert model.score_one(X[3].astype(">f8")) == pytest.approx(expected[3], abs=OBSERVED_ATOL)
+    assert model.score_one(ints[2]) == pytest.approx(
+        lightgbm_predict(name, ints[2:3].astype(np.float64))[0], abs=OBSERVED_ATOL
+    )
     before = X.copy()
     model.score_many(X)
     np.testing.assert_array_equal(X, before)  # input not mutated
