@@ -37,8 +37,8 @@ N_ENT_W = len(cat.ENTITY_WINDOWS)
 N_LABEL_W = len(cat.LABEL_WINDOWS)
 N_SHARE_W = len(cat.SHARE_WINDOWS)
 LABEL_TO_ENT = 1  # LABEL_WINDOWS[w] is ENTITY_WINDOWS[w + LABEL_TO_ENT]
-assert cat.LABEL_WINDOWS == cat.ENTITY_WINDOWS[LABEL_TO_ENT:]
-assert cat.SHARE_WINDOWS == cat.LABEL_WINDOWS[:N_SHARE_W]
+assert cat.ENTITY_WINDOWS[LABEL_TO_ENT:] == cat.LABEL_WINDOWS
+assert cat.LABEL_WINDOWS[:N_SHARE_W] == cat.SHARE_WINDOWS
 RING = cat.RECENT_AMOUNTS
 W_1D, W_7D, W_30D, W_90D = 2, 3, 4, 5  # positions in CARD_WINDOWS
 UNUSUAL_RATIO = 3.0  # an amount above 3x the card's 90-day mean counts as unusual
