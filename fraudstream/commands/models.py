@@ -18,6 +18,7 @@ RegistryOption = Annotated[
 @app.command("list")
 def list_models(registry: RegistryOption = None) -> None:
     """Every version, newest last, with its aliases and headline metrics."""
+    from rich.console import Console
     from rich.table import Table
 
     from scoring.registry import ModelRegistry
@@ -27,8 +28,10 @@ def list_models(registry: RegistryOption = None) -> None:
     for alias, state in models.aliases().items():
         aliases.setdefault(state.version, []).append(alias)
     table = Table(title=f"models in {models.storage.describe()}", title_justify="left")
-    for column in ("version", "aliases", "parent", "window", "validation AP", "created"):
-        table.add_column(column)
+    for column in ("version", "aliases", "parent"):
+        table.add_column(column, no_wrap=True)
+    for column in ("window", "validation AP", "created"):
+        table.add_column(column, overflow="fold")
     for manifest in models.list():
         window = manifest.window
         table.add_row(
@@ -39,7 +42,7 @@ def list_models(registry: RegistryOption = None) -> None:
             f"{manifest.metrics.get('validation_average_precision', float('nan')):.4f}",
             manifest.created_at.isoformat(timespec="seconds"),
         )
-    console.print(table)
+    Console(width=max(Console().width, 140)).print(table)  # a listing is the result: stdout
 
 
 @app.command()

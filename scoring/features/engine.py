@@ -436,7 +436,7 @@ def label_events(transactions: pa.Table, labels: pa.Table) -> pa.Table:
     # A hash lookup of each label's transaction (Arrow's index_in), ~10x faster than a join here.
     tx_ids = _text(transactions, "transaction_id")
 
-    def _card_tx_keys() -> pa.Array:
+    def _scoped_tx_ids() -> pa.Array:
         return _bank_scoped(_text(transactions, "bank_id"), tx_ids)
 
     label_ids = _text(labels, "transaction_id")
@@ -444,9 +444,9 @@ def label_events(transactions: pa.Table, labels: pa.Table) -> pa.Table:
     if label_banks.null_count == len(label_banks):  # no label names a bank
         row = pc.index_in(label_ids, value_set=tx_ids)
     elif label_banks.null_count == 0:  # every label names its bank
-        row = pc.index_in(_bank_scoped(label_banks, label_ids), value_set=_card_tx_keys())
+        row = pc.index_in(_bank_scoped(label_banks, label_ids), value_set=_scoped_tx_ids())
     else:
-        by_key = pc.index_in(_bank_scoped(label_banks, label_ids), value_set=_card_tx_keys())
+        by_key = pc.index_in(_bank_scoped(label_banks, label_ids), value_set=_scoped_tx_ids())
         by_id = pc.index_in(label_ids, value_set=tx_ids)
         row = pc.if_else(pc.is_null(label_banks), by_id, by_key)
     found = pc.is_valid(row)
