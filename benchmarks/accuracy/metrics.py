@@ -19,6 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+# One definition of card precision@k for the project: the evaluator's (training/evaluate.py).
+from training.evaluate import CardPrecision, card_precision_at_k
+
+__all__ = ["CardPrecision", "card_precision_at_k"]
+
 
 def auc_roc(is_fraud: np.ndarray, score: np.ndarray) -> float:
     """Area under the ROC curve over all transactions (NaN when only one class is present)."""
@@ -34,83 +39,6 @@ def average_precision(is_fraud: np.ndarray, score: np.ndarray) -> float:
     if not y.any():
         return float("nan")  # no positive: precision at any recall is undefined
     return float(average_precision_score(y, np.asarray(score, dtype=np.float64)))
-
-
-@dataclass(frozen=True)
-class CardPrecision:
-    """Card precision@k: the mean over days, and the per-day values it averages."""
-
-    k: int
-    mean: float
-    per_day: tuple[float, ...]
-    days: tuple[int, ...]
-    compromised_cards_per_day: tuple[int, ...]  # fraud cards still in play that day (not yet found)
-
-
-def card_precision_at_k(
-    card: np.ndarray,
-    day: np.ndarray,
-    is_fraud: np.ndarray,
-    score: np.ndarray,
-    k: int = 100,
-    *,
-    remove_detected: bool = True,
-) -> CardPrecision:
-    """Card precision@k per day, averaged over the days present in ``day``.
-
-    ``card`` and ``day`` are per-transaction integer codes (any stable encoding). Days are visited
-    in increasing order, which matters because detected cards are removed from later days.
-    """
-    if k < 1:
-        raise ValueError("k must be >= 1")
-    card = np.asarray(card, dtype=np.int64)
-    day = np.asarray(day, dtype=np.int64)
-    y = np.asarray(is_fraud, dtype=bool)
-    s = np.asarray(score, dtype=np.float64)
-    if not (len(card) == len(day) == len(y) == len(s)):
-        raise ValueError("card, day, is_fraud and score must have the same length")
-
-    detected: set[int] = set()
-    days = np.unique(day)
-    per_day: list[float] = []
-    compromised: list[int] = []
-    for d in days:
-        in_day = day == d
-        cards, max_score, any_fraud = _per_card_max(card[in_day], s[in_day], y[in_day])
-        keep = ~np.isin(cards, np.fromiter(detected, dtype=np.int64, count=len(detected)))
-        cards, max_score, any_fraud = cards[keep], max_score[keep], any_fraud[keep]
-        compromised.append(int(any_fraud.sum()))
-        top = _top_k(cards, max_score, k)
-        hits = cards[top][any_fraud[top]]
-        per_day.append(len(hits) / k)
-        if remove_detected:
-            detected.update(int(c) for c in hits)
-    mean = float(np.mean(per_day)) if per_day else float("nan")
-    return CardPrecision(
-        k=k,
-        mean=mean,
-        per_day=tuple(per_day),
-        days=tuple(int(d) for d in days),
-        compromised_cards_per_day=tuple(compromised),
-    )
-
-
-def _per_card_max(
-    card: np.ndarray, score: np.ndarray, is_fraud: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each card's highest score and whether any of its transactions was fraud (one day's data)."""
-    cards, inverse = np.unique(card, return_inverse=True)
-    max_score = np.full(len(cards), -np.inf)
-    np.maximum.at(max_score, inverse, score)
-    any_fraud = np.zeros(len(cards), dtype=bool)
-    np.logical_or.at(any_fraud, inverse, is_fraud)
-    return cards, max_score, any_fraud
-
-
-def _top_k(cards: np.ndarray, max_score: np.ndarray, k: int) -> np.ndarray:
-    """Indexes of the k highest-scoring cards; ties broken by card code so results are stable."""
-    order = np.lexsort((cards, -max_score))
-    return order[:k]
 
 
 @dataclass(frozen=True)

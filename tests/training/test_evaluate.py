@@ -12,17 +12,25 @@ DAY = 86_400_000
 
 
 def test_card_precision_uses_each_cards_best_score_and_drops_known_cards() -> None:
-    cards = np.array(["a", "a", "b", "c", "a", "b", "c"], dtype=object)
+    cards = np.array([0, 0, 1, 2, 0, 1, 2])  # a, b, c
     day = np.array([0, 0, 0, 0, 1, 1, 1])
     scores = np.array([0.1, 0.9, 0.8, 0.2, 0.95, 0.7, 0.6])
     y = np.array([0, 1, 0, 0, 1, 0, 1])
     # day 0: top-2 cards a (0.9, fraud) and b (0.8, genuine) -> 1/2
-    # day 1: a was found compromised on day 0 and is dropped; top-2 = b (genuine), c (fraud) -> 1/2
-    precision, days = card_precision_at_k(cards, day, scores, y, k=2)
-    assert days == 2
-    assert precision == pytest.approx(0.5)
-    precision_k1, _ = card_precision_at_k(cards, day, scores, y, k=1)
-    assert precision_k1 == pytest.approx((1 + 0) / 2)
+    # day 1: a was found on day 0 and is dropped; top-2 = b (genuine), c (fraud) -> 1/2
+    precision = card_precision_at_k(cards, day, y, scores, k=2)
+    assert precision.days == (0, 1)
+    assert precision.per_day == (0.5, 0.5)
+    assert card_precision_at_k(cards, day, y, scores, k=1).mean == pytest.approx((1 + 0) / 2)
+
+
+def test_only_cards_found_in_the_top_k_are_dropped_later() -> None:
+    cards = np.array([0, 1, 0, 1])
+    day = np.array([0, 0, 1, 1])
+    scores = np.array([0.9, 0.1, 0.9, 0.8])
+    y = np.array([1, 1, 1, 1])
+    # day 0: card 0 found (top-1); card 1 was fraudulent too but not found, so it stays in play
+    assert card_precision_at_k(cards, day, y, scores, k=1).per_day == (1.0, 1.0)
 
 
 def test_realised_cost_counts_what_each_action_really_cost() -> None:
