@@ -14,11 +14,15 @@ a whole micro-batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from scoring.settings import Settings
 
 APPROVE, REVIEW, DECLINE = 0, 1, 2
 ACTIONS = np.array(["approve", "review", "decline"], dtype=object)
@@ -128,6 +132,23 @@ class DecisionPolicy:
                 action[i], rule[i] = DECLINE, "block_list:country"
             elif policy.max_amount is not None and amount[i] > policy.max_amount:
                 action[i], rule[i] = DECLINE, "hard_limit:amount"
+
+
+def policy_from(settings: Settings) -> DecisionPolicy:
+    """The policy the settings describe: defaults from the scoring section, per-bank overrides
+    from ``FRAUD_SCORING__BANKS`` (JSON: {bank_id: {review_cost: ..., block_cards: [...]}})."""
+    scoring = settings.scoring
+    default = BankPolicy(
+        review_cost=scoring.review_cost,
+        review_miss_rate=scoring.review_miss_rate,
+        friction_share=scoring.friction_share,
+    )
+    banks = {
+        bank: default.model_copy(update=BankPolicy.model_validate(fields).model_dump(
+            exclude_unset=True))
+        for bank, fields in scoring.banks.items()
+    }  # fmt: skip
+    return DecisionPolicy(banks=banks, default=default)
 
 
 def _has_rules(policy: BankPolicy) -> bool:

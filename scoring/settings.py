@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -78,6 +79,9 @@ class ScoringSettings(BaseModel):
     registry: Path = Field(default=Path("registry"), description="Model registry directory.")
     model_ref: str = Field(default="champion", description="Alias or version to serve.")
     review_cost: float = Field(default=5.0, ge=0, description="Cost of one manual review.")
+    review_miss_rate: float = Field(
+        default=0.1, ge=0, le=1, description="Share of fraud that a manual review still misses."
+    )
     friction_share: float = Field(
         default=0.02,
         ge=0,
@@ -88,6 +92,11 @@ class ScoringSettings(BaseModel):
         default=0.0000134, ge=0, description="Price of one CPU-second (≈ $0.048 per vCPU-hour)."
     )
     max_reasons: int = Field(default=5, ge=1, le=20)
+    banks: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-bank policy overrides as JSON: {bank_id: {review_cost, friction_share, "
+        "max_amount, allow_cards, block_cards, block_merchants, block_countries}}.",
+    )
 
 
 class ApiSettings(BaseModel):

@@ -33,6 +33,7 @@ def demo(
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from scoring.decision import policy_from
     from scoring.logs import TIMESTAMP, write_log
     from scoring.registry import ModelRegistry
     from scoring.settings import get_settings
@@ -88,8 +89,9 @@ def demo(
 
             step("scoring the last week offline")
             scores = score_log(
-                transactions, labels, model, model_version=model.version, start=test_from
-            )
+                transactions, labels, model, start=test_from,
+                policy=policy_from(settings), cpu_second_usd=settings.scoring.cpu_second_usd,
+            )  # fmt: skip
             write_log(scores, workdir / "scores.parquet")
             result = evaluate(scores, labels)
             summary["test week"] = f"{result.transactions:,} transactions, {result.frauds} fraud"

@@ -90,9 +90,13 @@ def score_log(
 
     Output columns: transaction_id, score, action, model_version, then rule, cost parts and the
     transaction's bank_id, card_id, timestamp and amount (which `evaluate` uses)."""
+    from scoring.decision import policy_from
     from scoring.logs import write_log
     from scoring.registry import ModelRegistry, RegistryError
+    from scoring.settings import get_settings
     from training.offline import score_log as run_score_log
+
+    settings = get_settings()
 
     tx, lb = _read_logs(transactions, labels)
     try:
@@ -102,8 +106,9 @@ def score_log(
     with steps() as progress:
         progress.add_task(f"scoring with {loaded.version} ({loaded.scorer.engine})")
         scores = run_score_log(
-            tx, lb, loaded, model_version=loaded.version,
+            tx, lb, loaded, policy=policy_from(settings),
             start=parse_time(start, "--from"), until=parse_time(until, "--until"),
+            cpu_second_usd=settings.scoring.cpu_second_usd,
         )  # fmt: skip
     write_log(scores, out)
     console.print(f"wrote {scores.num_rows:,} decisions to {out}")

@@ -1309,9 +1309,10 @@ def test_settings_values_mirror_scoring_settings() -> None:
             assert field_name in fields, (
                 f"settings.{section}.{field_name} is not a field of {model.__name__}"
             )
-            assert default == fields[field_name].default, (
+            code_default = fields[field_name].get_default(call_default_factory=True)
+            assert default == code_default, (
                 f"settings.{section}.{field_name}: values.yaml says {default!r}, "
-                f"scoring/settings.py says {fields[field_name].default!r}"
+                f"scoring/settings.py says {code_default!r}"
             )
         for field_name in fields:
             assert (
