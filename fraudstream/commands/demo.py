@@ -119,7 +119,7 @@ def demo(
             summary["arrived on the transactions topic"] = f"{arrived:,}"
             if arrived != sent.transactions:
                 raise fail(f"{sent.transactions:,} transactions sent but {arrived:,} arrived")
-    except LocalKafkaError as exc:
+    except (LocalKafkaError, ValueError) as exc:
         raise fail(str(exc)) from None
     finally:
         if started_broker and not keep_kafka:
