@@ -501,8 +501,8 @@ double fs_score_one_f64(const double* x) {
 
 #define FS_SCORE_MANY(NAME, T, LOAD)                                                   \
   int NAME(const T* X, int64_t n_rows, int64_t row_stride, double* out) {              \
-    union Entry* e = (union Entry*)malloc(sizeof(union Entry) * FS_NUM_FEATURE         \
-                                          * FS_BLOCK_ROWS);                            \
+    const int64_t cap = n_rows < FS_BLOCK_ROWS ? (n_rows > 0 ? n_rows : 1) : FS_BLOCK_ROWS; \
+    union Entry* e = (union Entry*)malloc(sizeof(union Entry) * FS_NUM_FEATURE * cap); \
     if (e == NULL) return -1;                                                          \
     for (int64_t i0 = 0; i0 < n_rows; i0 += FS_BLOCK_ROWS) {                           \
       const int64_t m = n_rows - i0 < FS_BLOCK_ROWS ? n_rows - i0 : FS_BLOCK_ROWS;     \
@@ -595,6 +595,9 @@ def _driver_source(
 # Building
 # --------------------------------------------------------------------------------------------
 
+#: Upper bound on one block of rows in Entry layout (see ``block_rows``): half of a common L2.
+BLOCK_BYTES = 256 * 1024
+
 #: Flags every build uses. -O3 only: no -ffast-math (it would break NaN tests and the exact sum),
 #: no -march=native unless asked (the library must run on other x86_64 hosts of the fleet).
 BASE_CFLAGS: tuple[str, ...] = ("-O3", "-fPIC", "-std=c99")
@@ -671,8 +674,8 @@ def compile_model(
     quantize: bool = False,
     native: bool = False,
     trees_per_unit: int = 32,
-    block_rows: int = 128,
-    branch_free_max_splits: int = 5,
+    block_rows: int = 512,
+    branch_free_max_splits: int = 7,
     cc: str = "gcc",
     extra_cflags: Sequence[str] = (),
     jobs: int | None = None,
@@ -691,8 +694,10 @@ def compile_model(
     ``optimize=False``: quantised code overwrites the row in place, which the rewritten missing
     test cannot see); ``native`` adds ``-march=native`` — faster on this host, not portable, so
     the registry records the CPU and refuses the library elsewhere; ``trees_per_unit`` sets
-    tl2cgen's ``parallel_comp`` (trees per translation unit = per cache block);
-    ``branch_free_max_splits`` is the largest subtree made branch-free (1 = leaf pairs).
+    tl2cgen's ``parallel_comp`` (trees per translation unit = per cache block); ``block_rows``
+    is how many rows each unit scores before the next unit runs (capped so a block stays within
+    ``BLOCK_BYTES``); ``branch_free_max_splits`` is the largest subtree made branch-free (1 = leaf
+    pairs). The defaults are what ``benchmarks/model_inference.py`` found fastest.
     """
     import tl2cgen
     import treelite
@@ -703,6 +708,8 @@ def compile_model(
     if quantize:
         optimize = False
     units = max(1, math.ceil(model.num_tree / max(1, trees_per_unit)))
+    # A block of rows should stay in L2 while every unit runs over it.
+    block_rows = max(1, min(block_rows, BLOCK_BYTES // (8 * info.num_features)))
     cflags = (*BASE_CFLAGS, *(NATIVE_CFLAGS if native else ()), *extra_cflags)
     compiler = compiler_identity(cc)
     build_info: dict[str, Any] = {
