@@ -15,6 +15,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 _DIGITS = re.compile(r"^\d{13,19}$")
+MAX_EPOCH_MS = 4_102_444_800_000  # 2100-01-01: a larger epoch value is a unit mistake
 
 
 def luhn_valid(digits: str) -> bool:
@@ -94,6 +95,8 @@ class Transaction(BaseModel):
     def _epoch_millis(cls, value: object) -> object:
         # Logs may carry epoch milliseconds; the API carries RFC 3339 strings.
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not 0 <= value < MAX_EPOCH_MS:
+                raise ValueError("epoch milliseconds must be between 1970 and 2100")
             return datetime.fromtimestamp(value / 1000.0, tz=UTC)
         return value
 
