@@ -33,6 +33,10 @@ ENTITY_WINDOWS = (("1h", HOUR_MS), ("1d", DAY_MS), ("7d", 7 * DAY_MS), ("30d", 3
 LABEL_WINDOWS = (("1d", DAY_MS), ("7d", 7 * DAY_MS), ("30d", 30 * DAY_MS))
 # Fraud share among all labels (fraud and genuine); the first LABEL_WINDOWS, in the same order.
 SHARE_WINDOWS = LABEL_WINDOWS[:2]
+# Merchant and terminal features see the entity's events up to the start of the current second:
+# transactions of one merchant arrive on every partition of a card-keyed topic, and a stream worker
+# can know all of them only up to a point in time that every partition has passed.
+ENTITY_BUCKET_MS = 1_000
 RECENT_AMOUNTS = 16  # ring of the card's last amounts, for the median
 
 
@@ -302,7 +306,10 @@ def markdown() -> str:
         "",
         "Windows are exponentially decayed with the window as time constant: a count over 1 d is "
         "Σ exp(-Δt / 1 d) over earlier events. Features use only earlier transactions and labels "
-        "reported strictly before the transaction. A feature whose input field is absent is NaN "
+        "reported strictly before the transaction; merchant and terminal features see the entity's "
+        "events up to the start of the transaction's second (`ENTITY_BUCKET_MS`), the view a "
+        "stream worker has of a merchant whose transactions arrive on every partition. "
+        "A feature whose input field is absent is NaN "
         "(LightGBM routes NaN down a learned branch); nothing else changes.",
         "",
         "| # | name | family | definition | why it catches fraud | needs |",

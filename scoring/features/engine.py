@@ -272,8 +272,8 @@ class FeatureEngine:
                     self.card_i[:, kernels.CI_LAST_TS], self.card_i[:, kernels.CI_LABEL_AS_OF]
                 ),
             ),
-            (self.merchants, self.merchant_i.max(axis=1)),
-            (self.terminals, self.terminal_i.max(axis=1)),
+            (self.merchants, self.merchant_i[:, kernels.EI_LAST_TS]),
+            (self.terminals, self.terminal_i[:, kernels.EI_LAST_TS]),
         )
         for index, last in tables:
             live = np.fromiter(

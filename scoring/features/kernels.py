@@ -8,7 +8,7 @@ source run by the interpreter, which the property tests hold equal to the compil
 State is struct-of-arrays, one row per slot:
 
 * cards      ``card_f[float64, CARD_F]`` and ``card_i[int64, CARD_I]`` — 34 × 8 + 46 × 8 = 640 bytes
-* merchants  ``ent_f[float64, ENT_F]`` and ``ent_i[int64, ENT_I]`` — 10 × 8 + 2 × 8 = 96 bytes
+* merchants  ``ent_f[float64, ENT_F]`` and ``ent_i[int64, ENT_I]`` — 20 × 8 + 3 × 8 = 184 bytes
 * terminals  same layout as merchants.
 
 A row whose last activity is older than the TTL is reset when next touched, so whether a slot was
@@ -76,14 +76,22 @@ CI_MCCS = CI_COUNTRIES + N_COUNTRIES
 CARD_I = CI_MCCS + N_MCCS
 
 # merchant / terminal columns
-EF_COUNT = 0
-EF_SUM_7D = EF_COUNT + N_ENT_W
-EF_FRAUD = EF_SUM_7D + 1
-EF_LABELS = EF_FRAUD + N_LABEL_W
-ENT_F = EF_LABELS + N_SHARE_W
-EI_LAST_TS = 0
-EI_LABEL_AS_OF = 1
-ENT_I = 2
+# Entity state is bucketed (see _entity_read): "committed" values hold every event of buckets
+# that are over, decayed to COMMITTED_AT; "pending" values hold the open bucket's events, each
+# decayed to the bucket's end, so their sum does not depend on the order they arrived in.
+EV_COUNT = 0
+EV_SUM_7D = EV_COUNT + N_ENT_W
+EV_FRAUD = EV_SUM_7D + 1
+EV_LABELS = EV_FRAUD + N_LABEL_W
+ENT_VALUES = EV_LABELS + N_SHARE_W
+EF_COMMITTED = 0
+EF_PENDING = ENT_VALUES
+ENT_F = 2 * ENT_VALUES
+EI_LAST_TS = 0  # last event of any kind (for the TTL)
+EI_COMMITTED_AT = 1  # time the committed values are decayed to (a bucket end), or EMPTY
+EI_PENDING_BUCKET = 2  # bucket index of the pending values, or EMPTY
+ENT_I = 3
+ENT_TAUS = np.concatenate([ENT_TAU, ENT_TAU[E_7D : E_7D + 1], LABEL_TAU, SHARE_TAU])
 
 # output columns (must follow catalog.FEATURE_NAMES)
 _I = cat.INDEX
@@ -120,6 +128,9 @@ assert cat.FEATURE_NAMES[O_TERMINAL] == "terminal_count_1h"
 assert O_TERMINAL - O_MERCHANT == ENTITY_BLOCK
 assert cat.NUM_FEATURES == O_SINCE_FRAUD + 1
 
+# Merchant/terminal features see events of earlier buckets of this length (see _entity_transaction).
+BUCKET_MS = cat.ENTITY_BUCKET_MS
+
 KIND_TRANSACTION = 0
 KIND_LABEL = 1
 DAY_MS = float(cat.DAY_MS)
@@ -137,7 +148,8 @@ def reset_card(card_f: np.ndarray, card_i: np.ndarray, c: int) -> None:
 def reset_entity(ent_f: np.ndarray, ent_i: np.ndarray, m: int) -> None:
     ent_f[m, :] = 0.0
     ent_i[m, EI_LAST_TS] = EMPTY
-    ent_i[m, EI_LABEL_AS_OF] = EMPTY
+    ent_i[m, EI_COMMITTED_AT] = EMPTY
+    ent_i[m, EI_PENDING_BUCKET] = EMPTY
 
 
 def _card_last_activity(card_i: np.ndarray, c: int) -> int:
@@ -151,7 +163,7 @@ def expire_card(card_f: np.ndarray, card_i: np.ndarray, c: int, t: int, ttl: int
 
 
 def expire_entity(ent_f: np.ndarray, ent_i: np.ndarray, m: int, t: int, ttl: int) -> None:
-    last = max(ent_i[m, EI_LAST_TS], ent_i[m, EI_LABEL_AS_OF])
+    last = ent_i[m, EI_LAST_TS]
     if last != EMPTY and t - last > ttl:
         reset_entity(ent_f, ent_i, m)
 
@@ -299,45 +311,72 @@ def _card_transaction(
     card_i[c, CI_LAST_TS] = max(t, last)
 
 
+def _entity_fold(ent_f: np.ndarray, ent_i: np.ndarray, m: int, bucket: int) -> None:
+    """Commit the pending bucket once a later bucket starts."""
+    pending = ent_i[m, EI_PENDING_BUCKET]
+    if pending == EMPTY or pending >= bucket:
+        return
+    end = (pending + 1) * BUCKET_MS
+    committed_at = ent_i[m, EI_COMMITTED_AT]
+    for v in range(ENT_VALUES):
+        old = _decayed(ent_f[m, EF_COMMITTED + v], committed_at, end, ENT_TAUS[v])
+        ent_f[m, EF_COMMITTED + v] = old + ent_f[m, EF_PENDING + v]
+        ent_f[m, EF_PENDING + v] = 0.0
+    ent_i[m, EI_COMMITTED_AT] = end
+    ent_i[m, EI_PENDING_BUCKET] = EMPTY
+
+
+def _entity_value(ent_f: np.ndarray, ent_i: np.ndarray, m: int, v: int, t: int) -> float:
+    return _decayed(ent_f[m, EF_COMMITTED + v], ent_i[m, EI_COMMITTED_AT], t, ENT_TAUS[v])
+
+
+def _entity_add(ent_f: np.ndarray, m: int, v: int, t: int, bucket: int, amount: float) -> None:
+    end = (bucket + 1) * BUCKET_MS
+    ent_f[m, EF_PENDING + v] += amount * math.exp(-(end - t) / ENT_TAUS[v])
+
+
 def _entity_transaction(
     ent_f: np.ndarray, ent_i: np.ndarray, m: int, t: int, amount: float, row: np.ndarray, out: int
 ) -> None:
+    """Features from the entity's events of earlier buckets only (a transaction at t sees events
+    before floor(t / BUCKET_MS) * BUCKET_MS): the view a stream worker can have of a merchant
+    whose transactions arrive on every partition. Then this transaction joins the open bucket."""
     if m < 0:
         for j in range(ENTITY_BLOCK):
             row[out + j] = np.nan
         return
-    last = ent_i[m, EI_LAST_TS]
-    dt = 0.0 if last == EMPTY else float(max(t - last, 0))
+    bucket = t // BUCKET_MS
+    _entity_fold(ent_f, ent_i, m, bucket)
     for w in range(N_ENT_W):
-        row[out + w] = ent_f[m, EF_COUNT + w] * math.exp(-dt / ENT_TAU[w])
+        row[out + w] = _entity_value(ent_f, ent_i, m, EV_COUNT + w, t)
     count_7d = row[out + E_7D]
-    d_7d = math.exp(-dt / ENT_TAU[E_7D])
-    sum_7d = ent_f[m, EF_SUM_7D] * d_7d
-    row[out + N_ENT_W] = sum_7d / count_7d if last != EMPTY else np.nan
-    as_of = ent_i[m, EI_LABEL_AS_OF]
+    sum_7d = _entity_value(ent_f, ent_i, m, EV_SUM_7D, t)
+    row[out + N_ENT_W] = sum_7d / count_7d if count_7d > 0.0 else np.nan
     for w in range(N_LABEL_W):
-        fraud = _decayed(ent_f[m, EF_FRAUD + w], as_of, t, LABEL_TAU[w])
+        fraud = _entity_value(ent_f, ent_i, m, EV_FRAUD + w, t)
         row[out + N_ENT_W + 1 + w] = fraud
         row[out + N_ENT_W + 1 + N_LABEL_W + w] = fraud / (1.0 + row[out + LABEL_TO_ENT + w])
     for w in range(N_SHARE_W):
-        labels = _decayed(ent_f[m, EF_LABELS + w], as_of, t, SHARE_TAU[w])
+        labels = _entity_value(ent_f, ent_i, m, EV_LABELS + w, t)
         fraud = row[out + N_ENT_W + 1 + w]
         share = fraud / labels if labels > 1e-12 else np.nan
         row[out + N_ENT_W + 1 + 2 * N_LABEL_W + w] = share
     for w in range(N_ENT_W):
-        ent_f[m, EF_COUNT + w] = ent_f[m, EF_COUNT + w] * math.exp(-dt / ENT_TAU[w]) + 1.0
-    ent_f[m, EF_SUM_7D] = sum_7d + amount
-    ent_i[m, EI_LAST_TS] = max(t, last)
+        _entity_add(ent_f, m, EV_COUNT + w, t, bucket, 1.0)
+    _entity_add(ent_f, m, EV_SUM_7D, t, bucket, amount)
+    ent_i[m, EI_PENDING_BUCKET] = bucket
+    ent_i[m, EI_LAST_TS] = max(t, ent_i[m, EI_LAST_TS])
 
 
 def _entity_label(ent_f: np.ndarray, ent_i: np.ndarray, m: int, r: int, fraud: bool) -> None:
-    as_of = ent_i[m, EI_LABEL_AS_OF]
-    add = 1.0 if fraud else 0.0
+    bucket = r // BUCKET_MS
+    _entity_fold(ent_f, ent_i, m, bucket)
     for w in range(N_LABEL_W):
-        ent_f[m, EF_FRAUD + w] = _decayed(ent_f[m, EF_FRAUD + w], as_of, r, LABEL_TAU[w]) + add
+        _entity_add(ent_f, m, EV_FRAUD + w, r, bucket, 1.0 if fraud else 0.0)
     for w in range(N_SHARE_W):
-        ent_f[m, EF_LABELS + w] = _decayed(ent_f[m, EF_LABELS + w], as_of, r, SHARE_TAU[w]) + 1.0
-    ent_i[m, EI_LABEL_AS_OF] = max(r, as_of)
+        _entity_add(ent_f, m, EV_LABELS + w, r, bucket, 1.0)
+    ent_i[m, EI_PENDING_BUCKET] = bucket
+    ent_i[m, EI_LAST_TS] = max(r, ent_i[m, EI_LAST_TS])
 
 
 def _card_fraud_label(card_f: np.ndarray, card_i: np.ndarray, c: int, r: int) -> None:
@@ -437,6 +476,9 @@ _HELPERS = (
     "_novelty",
     "_median_recent",
     "_card_transaction",
+    "_entity_fold",
+    "_entity_value",
+    "_entity_add",
     "_entity_transaction",
     "_entity_label",
     "_card_fraud_label",

@@ -279,3 +279,21 @@ def test_bank_scopes_cards() -> None:
         ]
     )
     assert feature(replay_log(log), 1, "card_tx_total") == 0
+
+
+def test_merchant_features_see_only_earlier_seconds() -> None:
+    """A transaction sees its merchant's events up to the start of its own second: the view a
+    stream worker can have of a merchant whose transactions arrive on every partition."""
+    log = make_log(
+        [
+            {"card_id": "a", "timestamp": T0 + 100, "amount": 10.0, "merchant_id": "m"},
+            {"card_id": "b", "timestamp": T0 + 900, "amount": 10.0, "merchant_id": "m"},
+            {"card_id": "c", "timestamp": T0 + 1_500, "amount": 10.0, "merchant_id": "m"},
+        ]
+    )
+    m = replay_log(log)
+    assert feature(m, 1, "merchant_count_1h") == 0  # same second as the first: not yet visible
+    expected = np.exp(-1_400 / 3_600_000) + np.exp(-600 / 3_600_000)
+    assert feature(m, 2, "merchant_count_1h") == pytest.approx(expected, rel=1e-12)
+    assert feature(m, 2, "merchant_amount_mean_7d") == pytest.approx(10.0)
+    assert feature(m, 2, "card_count_1h") == 0  # card features stay exact to the millisecond
