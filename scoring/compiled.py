@@ -921,15 +921,19 @@ def _dlopen_bytes(data: bytes, name: str) -> tuple[ctypes.CDLL, int | None]:
     The bytes go to an anonymous memory file, so what the loader maps is what was hashed. The
     loader remembers libraries by path, so the ``/proc/self/fd/N`` path must stay unique while the
     library is loaded: the caller keeps the returned descriptor open until after ``dlclose``.
-    Where memfd is missing, a private temporary file with a random name does the same job.
+    Without memfd (or /proc), a private temporary file with a random name does the same job.
     """
-    if hasattr(os, "memfd_create"):
+    mode = os.RTLD_LOCAL | os.RTLD_NOW
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
         fd = os.memfd_create(f"fraudstream-{name}", os.MFD_CLOEXEC)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            return ctypes.CDLL(f"/proc/self/fd/{fd}", mode=os.RTLD_LOCAL | os.RTLD_NOW), fd
+            return ctypes.CDLL(f"/proc/self/fd/{fd}", mode=mode), fd
+        except OSError as exc:
+            os.close(fd)
+            log.debug("loading from memfd failed (%s); trying a private temporary file", exc)
         except BaseException:
             os.close(fd)
             raise
@@ -937,7 +941,7 @@ def _dlopen_bytes(data: bytes, name: str) -> tuple[ctypes.CDLL, int | None]:
     try:
         path = Path(tmpdir) / f"{name}.so"
         path.write_bytes(data)
-        return ctypes.CDLL(str(path), mode=os.RTLD_LOCAL | os.RTLD_NOW), None
+        return ctypes.CDLL(str(path), mode=mode), None
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)  # the mapping keeps the file alive
 

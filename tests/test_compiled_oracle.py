@@ -481,6 +481,27 @@ def test_closed_model_refuses_to_score(built: Built) -> None:
         model.score_one(np.zeros(4))
 
 
+def test_reloading_and_swapping_models_never_aliases(built: Built) -> None:
+    # The loader caches libraries by path; every load must still get its own library (hot swap).
+    rows = {n: adversarial_rows(n, 300, seed=8) for n in ("binary_nan", "categorical")}
+    first = built.load("binary_nan")
+    first.close()
+    for _ in range(3):
+        a, b = built.load("categorical"), built.load("binary_nan")
+        for name, model in (("categorical", a), ("binary_nan", b)):
+            assert_oracle(model.score_many(rows[name]), lightgbm_predict(name, rows[name]))
+        a.close()
+        del b  # released by its finalizer
+
+
+def test_loading_without_memfd(built: Built, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(compiled_mod.os, "memfd_create")
+    model = built.load("binary_nan")
+    X = adversarial_rows("binary_nan", 300, seed=9)
+    assert_oracle(model.score_many(X), lightgbm_predict("binary_nan", X))
+    model.close()
+
+
 # ------------------------------------------------------------------------ what we refuse
 
 
