@@ -33,6 +33,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -178,7 +179,7 @@ class ModelManifest(BaseModel):
     feature_names: list[str]
     feature_schema_hash: str
     params: dict[str, Any] = Field(default_factory=dict)
-    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[str, float | None] = Field(default_factory=dict)
     artifacts: dict[str, ArtifactRecord]
     lightgbm_version: str
     treelite_version: str
@@ -435,7 +436,7 @@ class ModelRegistry:
         *,
         feature_names: Sequence[str],
         params: Mapping[str, Any] | None = None,
-        metrics: Mapping[str, float] | None = None,
+        metrics: Mapping[str, float | None] | None = None,
         window: WindowLike = None,
         parent: str | None = None,
         version: str | None = None,
@@ -453,7 +454,11 @@ class ModelRegistry:
         parent_version = self.resolve(parent) if parent else None
         train_window = _as_window(window)
         params_dict = json.loads(json.dumps(dict(params or {}), default=str))
-        metrics_dict = {str(k): float(v) for k, v in (metrics or {}).items()}
+        # A metric can be undefined (AP without positives): stored as null, not as NaN.
+        metrics_dict = {
+            str(k): (float(v) if v is not None and math.isfinite(float(v)) else None)
+            for k, v in (metrics or {}).items()
+        }
 
         with tempfile.TemporaryDirectory(prefix="fraud-register-") as tmp:
             work = Path(tmp)
@@ -497,7 +502,7 @@ class ModelRegistry:
                 name: ArtifactRecord(sha256=file_sha256(path), size=path.stat().st_size)
                 for name, path in files.items()
             }
-            import tl2cgen
+            import tl2cgen  # deferred like in scoring.compiled: ~0.3 s, only writers need it
             import treelite
 
             with self.storage.lock():

@@ -120,7 +120,8 @@ def test_half_written_versions_are_invisible(registry: ModelRegistry) -> None:
 
 
 def test_manifest_round_trip(registry: ModelRegistry) -> None:
-    m = register(registry, parent=None)
+    m = register(registry, parent=None, metrics={"auc": 0.9, "average_precision": float("nan")})
+    assert m.metrics == {"auc": 0.9, "average_precision": None}
     text = (version_dir(registry, m.version) / "manifest.json").read_text()
     assert json.loads(text)["window"] == {
         "from": "2024-01-01T00:00:00Z",
