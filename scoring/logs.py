@@ -280,12 +280,17 @@ def _as_text(column: pa.Array) -> pa.Array:
     raise TypeError(f"expected text, found column of type {column.type}")
 
 
-def _coerce_id(column: pa.Array, spec: FieldSpec, problems: _ProblemList) -> pa.Array:
+def _text_column(column: pa.Array, spec: FieldSpec, problems: _ProblemList) -> pa.Array:
+    """The column as text; a column that cannot be text is reported once and read as missing."""
     try:
-        text = _as_text(column)
+        return _as_text(column)
     except TypeError as exc:
         problems.add_column(spec.name, str(exc))
         return pa.nulls(len(column), pa.string())
+
+
+def _coerce_id(column: pa.Array, spec: FieldSpec, problems: _ProblemList) -> pa.Array:
+    text = _text_column(column, spec, problems)
     lengths = pc.fill_null(pc.utf8_length(text), 1).to_numpy(zero_copy_only=False)
     bad = (lengths < 1) | (lengths > 64)
     problems.add_mask(bad, spec.name, lambda _i: "must be 1-64 characters")
@@ -393,11 +398,7 @@ def _coerce_amount(column: pa.Array, spec: FieldSpec, problems: _ProblemList) ->
 
 
 def _coerce_pattern(column: pa.Array, spec: FieldSpec, problems: _ProblemList) -> pa.Array:
-    try:
-        text = _as_text(column)
-    except TypeError as exc:
-        problems.add_column(spec.name, str(exc))
-        return pa.nulls(len(column), pa.string())
+    text = _text_column(column, spec, problems)
     assert spec.pattern is not None
     ok = pc.match_substring_regex(text, spec.pattern)
     bad = _mask(pc.fill_null(pc.invert(ok), False))
@@ -412,11 +413,7 @@ def _coerce_mcc(column: pa.Array, spec: FieldSpec, problems: _ProblemList) -> pa
 
 
 def _coerce_choice(column: pa.Array, spec: FieldSpec, problems: _ProblemList) -> pa.Array:
-    try:
-        text = _as_text(column)
-    except TypeError as exc:
-        problems.add_column(spec.name, str(exc))
-        return pa.nulls(len(column), pa.string())
+    text = _text_column(column, spec, problems)
     ok = pc.is_in(text, value_set=pa.array(spec.choices))
     bad = _mask(pc.and_(pc.invert(ok), pc.is_valid(text)))
     allowed = "|".join(spec.choices)
