@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -14,9 +15,10 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 # Progress and messages go to stderr: stdout carries results (e.g. the new model version).
 console = Console(stderr=True)
 
-RegistryOption = typer.Option(
-    None, "--registry", help="Model registry directory (default: FRAUD_SCORING__REGISTRY)."
-)
+RegistryOption = Annotated[
+    Path | None,
+    typer.Option(help="Model registry directory (default: FRAUD_SCORING__REGISTRY)."),
+]
 
 
 def parse_time(value: str | None, option: str) -> datetime | None:

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from fraudstream.commands.common import console, fail, registry_path
+from fraudstream.commands.common import RegistryOption, console, fail, registry_path
 
 app = typer.Typer(help="List, promote and roll back model versions.", no_args_is_help=True)
-RegistryOption = Annotated[
-    Path | None, typer.Option(help="Model registry directory (default: FRAUD_SCORING__REGISTRY).")
-]
 
 
 @app.command("list")

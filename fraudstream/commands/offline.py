@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fraudstream.commands.common import console, fail, parse_time, registry_path, steps
+from fraudstream.commands.common import (
+    RegistryOption,
+    console,
+    fail,
+    parse_time,
+    registry_path,
+    steps,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -21,10 +28,6 @@ FromOption = Annotated[
 ]
 UntilOption = Annotated[
     str | None, typer.Option("--until", help="ISO 8601 end (exclusive) of the rows used.")
-]
-RegistryOption = Annotated[
-    Path | None,
-    typer.Option(help="Model registry directory (default: FRAUD_SCORING__REGISTRY)."),
 ]
 
 
