@@ -7,7 +7,7 @@ inside the command function, so ``fraudstream --help`` stays fast.
 
 import typer
 
-from fraudstream.commands import demo, kafka, models, offline, replay, simulate
+from fraudstream.commands import demo, kafka, models, offline, replay, simulate, worker
 
 app = typer.Typer(
     name="fraudstream",
@@ -22,4 +22,5 @@ app.command("score-log")(offline.score_log)
 app.command("evaluate")(offline.evaluate)
 app.add_typer(models.app, name="models")
 app.command("replay")(replay.replay)
+app.command("worker")(worker.worker)
 app.command("demo")(demo.demo)

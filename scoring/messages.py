@@ -57,11 +57,16 @@ def process_transactions(
         latency = np.maximum(now_ms - np.asarray([arrived_ms[p] for p in positions], float), 0.0)
     else:
         latency = np.zeros(table.num_rows)
-    decisions = [
-        OutRecord(record["transaction_id"].encode(), orjson.dumps(record))
-        for record in scored.records(latency_ms=latency)
+    return BatchOutput(decision_records(scored, latency), feature_log_records(scored), dead, scored)
+
+
+def decision_records(scored: ScoredBatch, latency_ms: np.ndarray) -> list[OutRecord]:
+    """Decision records keyed by transaction id (DESIGN.md §3)."""
+    dumps = orjson.dumps
+    return [
+        OutRecord(record["transaction_id"].encode(), dumps(record))
+        for record in scored.records(latency_ms=latency_ms)
     ]
-    return BatchOutput(decisions, feature_log_records(scored), dead, scored)
 
 
 def feature_log_records(scored: ScoredBatch) -> list[OutRecord]:

@@ -119,6 +119,53 @@ class TrainingSettings(BaseModel):
     promote_margin: float = Field(default=0.005, ge=0)
 
 
+class StreamSettings(BaseModel):
+    """The stream worker: batching, event-time merge, state checkpoints, its HTTP endpoints."""
+
+    group_id: str = Field(
+        default="fraudstream-worker", description="Consumer group that shares out the partitions."
+    )
+    instance_id: str | None = Field(
+        default=None,
+        description="Stable name of this worker (static group membership, transactional id, "
+        "checkpoint folder). Unset: the host name.",
+    )
+    state_dir: Path = Field(
+        default=DEFAULT_HOME / "worker-state", description="Where state checkpoints are kept."
+    )
+    batch_max: int = Field(default=5000, ge=1, description="Most messages taken per poll.")
+    poll_timeout_ms: float = Field(
+        default=20.0, gt=0, description="Longest wait for messages before the loop moves on."
+    )
+    source_idle_ms: float = Field(
+        default=250.0,
+        ge=0,
+        description="A caught-up partition that delivered nothing for this long stops holding "
+        "the event-time watermark back. Larger: online == offline even under producer stalls; "
+        "smaller: lower latency when partitions are quiet.",
+    )
+    checkpoint_interval_s: float = Field(
+        default=30.0, gt=0, description="Seconds between state checkpoints."
+    )
+    checkpoints_kept: int = Field(default=3, ge=1)
+    label_index_days: float = Field(
+        default=180.0,
+        gt=0,
+        description="How long a transaction's keys are kept for the labels that arrive later.",
+    )
+    session_timeout_ms: int = Field(
+        default=10_000,
+        ge=1000,
+        description="Group session timeout: how soon a dead worker's "
+        "partitions move to another worker.",
+    )
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8001, description="/metrics, /healthz and /readyz.")
+    canary_rows: int = Field(
+        default=512, ge=1, description="Recent feature rows a new model must score before a swap."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FRAUD_", env_nested_delimiter="__", extra="ignore", env_file=None
@@ -128,6 +175,7 @@ class Settings(BaseSettings):
     scoring: ScoringSettings = ScoringSettings()
     api: ApiSettings = ApiSettings()
     training: TrainingSettings = TrainingSettings()
+    stream: StreamSettings = StreamSettings()
 
 
 @lru_cache(maxsize=1)

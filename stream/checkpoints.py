@@ -1,0 +1,116 @@
+"""State checkpoints: the feature state and label index with the input offsets they reflect.
+
+State is a deterministic function of the input, so a checkpoint plus a re-read of the input after
+it gives exactly the state an uninterrupted worker has. That is why the worker needs no changelog
+of every update: it writes a checkpoint now and then (after a committed Kafka transaction), and on
+start or takeover restores the newest one that is not ahead of the group's committed offsets.
+
+One file per checkpoint (numpy ``.npz``: the engine snapshot, the label index as Arrow IPC, and a
+JSON header), written to a temporary name, fsynced and renamed, so a crash never leaves half a
+checkpoint behind. The newest ``keep`` are kept.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from stream.merge import SourceId
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    positions: dict[SourceId, int]
+    created_at: float
+    engine: bytes
+    label_index: pa.Table
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+class CheckpointStore:
+    def __init__(self, directory: Path, *, keep: int = 3, identity: dict[str, object]) -> None:
+        """``identity`` (topic names, feature schema) must match for a checkpoint to be used."""
+        self.directory = directory
+        self.keep = keep
+        self.identity = identity
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def paths(self) -> list[Path]:
+        """Newest first."""
+        return sorted(self.directory.glob("checkpoint-*.npz"), reverse=True)
+
+    def save(self, positions: dict[SourceId, int], engine: bytes, label_index: pa.Table) -> Path:
+        paths = self.paths()
+        sequence = int(paths[0].stem.split("-")[1]) + 1 if paths else 1
+        header = {
+            "format": FORMAT,
+            "identity": self.identity,
+            "created_at": time.time(),
+            "positions": [[s.kind, s.partition, offset] for s, offset in positions.items()],
+        }
+        path = self.directory / f"checkpoint-{sequence:012d}.npz"
+        temporary = path.with_suffix(".tmp")
+        with open(temporary, "wb") as handle:
+            np.savez(
+                handle,
+                header=np.frombuffer(json.dumps(header).encode(), np.uint8),
+                engine=np.frombuffer(engine, np.uint8),
+                label_index=np.frombuffer(_ipc(label_index), np.uint8),
+            )
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+        directory = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        for old in self.paths()[self.keep :]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def _header(self, path: Path) -> dict[str, object] | None:
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                header: dict[str, object] = json.loads(arrays["header"].tobytes())
+        except (OSError, ValueError, KeyError):
+            return None  # unreadable: skip it, an older one (or a rebuild) will do
+        if header.get("format") != FORMAT or header.get("identity") != self.identity:
+            return None
+        return header
+
+    def newest(self, acceptable: Callable[[dict[SourceId, int]], bool]) -> Checkpoint | None:
+        """The newest readable checkpoint of this identity whose positions ``acceptable``."""
+        for path in self.paths():
+            header = self._header(path)
+            if header is None:
+                continue
+            raw = header["positions"]
+            assert isinstance(raw, list)
+            positions = {SourceId(kind, int(p)): int(offset) for kind, p, offset in raw}
+            if not acceptable(positions):
+                continue
+            with np.load(path, allow_pickle=False) as arrays:
+                engine = arrays["engine"].tobytes()
+                index = pa.ipc.open_stream(arrays["label_index"].tobytes()).read_all()
+            created = header["created_at"]
+            assert isinstance(created, float)
+            return Checkpoint(path, positions, created, engine, index)
+        return None

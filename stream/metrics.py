@@ -1,0 +1,122 @@
+"""The worker's Prometheus metrics (names: deploy/helm/fraudstream/METRICS.md)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# 0.5 ms .. 30 s: a decision takes milliseconds live, seconds while a worker catches up.
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+STAGE_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+)  # fmt: skip
+BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000)
+STAGES = ("decode", "features", "model", "decide", "produce", "commit")
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter(
+            "fraudstream_stream_events",
+            "Messages through the worker: in = transactions consumed from the partitions it owns, "
+            "out = decisions produced.",
+            ["direction"],
+            registry=r,
+        )
+        self.replicated = Counter(
+            "fraudstream_stream_state_events",
+            "Events applied to this worker's copy of the feature state (every partition).",
+            ["kind"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "fraudstream_stream_batch_size",
+            "Transactions decided per micro-batch.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.stage = Histogram(
+            "fraudstream_stream_stage_duration_seconds",
+            "Time per processing stage of a micro-batch.",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end = Histogram(
+            "fraudstream_stream_end_to_end_latency",
+            "From the transaction's Kafka timestamp to its decision being committed.",
+            unit="seconds",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.dlq = Counter(
+            "fraudstream_stream_dlq", "Messages sent to transactions-dlq.", registry=r
+        )
+        self.bad_labels = Counter(
+            "fraudstream_stream_rejected_labels",
+            "Label messages that could not be decoded or validated (logged, not applied).",
+            registry=r,
+        )
+        self.unmatched_labels = Counter(
+            "fraudstream_stream_unmatched_labels",
+            "Labels of transactions the worker does not know (never seen or past retention).",
+            registry=r,
+        )
+        self.late = Counter(
+            "fraudstream_stream_late_events",
+            "Events that reached the worker after their second was closed (applied late: online "
+            "features may differ from offline for them).",
+            registry=r,
+        )
+        self.lag = Gauge(
+            "fraudstream_consumer_lag",
+            "Messages of transactions not yet processed, per owned partition.",
+            ["partition"],
+            registry=r,
+        )
+        self.watermark = Gauge(
+            "fraudstream_stream_watermark_timestamp_seconds",
+            "Event time up to which every partition has been merged.",
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "fraudstream_model_info", "The model version served (value 1).", ["version"], registry=r
+        )
+        self.model_swaps = Counter(
+            "fraudstream_model_swaps",
+            "Model announcements handled, by outcome (swapped, refused, ignored).",
+            ["outcome"],
+            registry=r,
+        )
+        self.integrity_failures = Counter(
+            "fraudstream_model_integrity_failures",
+            "Model artifacts refused because their digest did not match.",
+            registry=r,
+        )
+        self.decisions = Counter(
+            "fraudstream_decisions", "Decisions made.", ["bank", "action"], registry=r
+        )
+        self.cost = Counter(
+            "fraudstream_cost_usd", "Cost of the decisions in USD.", ["kind"], registry=r
+        )
+        self.cpu = Counter(
+            "fraudstream_stream_cpu_seconds",
+            "CPU time of the processing loop; divided by decisions it gives CPU per transaction.",
+            registry=r,
+        )
+        self.checkpoints = Counter(
+            "fraudstream_stream_checkpoints", "State checkpoints written.", registry=r
+        )
+        self.restores = Counter(
+            "fraudstream_stream_restores",
+            "State restores, by cause (start, rebalance, abort) and source (checkpoint, rebuild).",
+            ["cause", "source"],
+            registry=r,
+        )
+
+    def serve_model(self, version: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(version=version).set(1)

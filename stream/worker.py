@@ -1,0 +1,649 @@
+"""``fraudstream worker``: transactions in, exactly one decision each out (docs/stream.md).
+
+One loop, one thread (model loads and the status endpoints aside):
+
+1. Poll the group membership consumer. It joins the ``stream.group_id`` group and owns a share of
+   the ``transactions`` partitions, but never fetches; its assignment says which partitions this
+   worker *decides*, and its group metadata fences zombies in Kafka transactions (KIP-447).
+2. Take messages from the data consumer, which reads *every* partition of ``transactions`` and
+   ``labels``: every worker keeps the whole feature state, so merchant and terminal features see all
+   traffic and a takeover needs no state transfer.
+3. Decode (msgspec), merge by event time (:mod:`stream.merge`), apply the released events to the
+   feature engine, and for the transactions of owned partitions that are not decided yet: score,
+   decide, and produce decision, feature-log and dead-letter records in one Kafka transaction
+   together with the consumed offsets. Either all of a batch's outputs and its offsets are
+   committed, or none.
+4. Now and then, between batches, checkpoint the state with the input offsets it reflects.
+
+After a crash, a rebalance or an aborted transaction the worker restores the newest checkpoint not
+ahead of the committed offsets and re-reads from there, producing only for offsets not yet
+committed: the state and every decision are those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from scoring.decision import policy_from
+from scoring.features import FeatureEngine, catalog
+from scoring.features.engine import EngineConfig
+from scoring.logs import TIMESTAMP, TRANSACTION_SCHEMA
+from scoring.messages import ERROR_HEADER, OutRecord, decision_records, feature_log_records
+from scoring.observability import StatusServer
+from scoring.pipeline import BatchScorer
+from scoring.registry import ModelRegistry
+from scoring.settings import Settings
+from scoring.wire import decode_labels, decode_transactions
+from stream.checkpoints import CheckpointStore
+from stream.label_index import LabelIndex
+from stream.merge import LABELS, TRANSACTIONS, EventTimeMerge, RejectedMessage, SourceId, Step
+from stream.metrics import WorkerMetrics
+from stream.model_swap import ModelFollower
+from stream.topics import PRODUCER_PARTITIONER, TopicNames
+
+log = logging.getLogger("fraudstream.worker")
+SOURCE_HEADER = "fraudstream-source"  # topic/partition/offset of a dead letter's original
+DAY_MS = 86_400_000
+HIGH_REFRESH_S = 0.5  # how often an unknown end offset is asked of the broker
+
+
+@dataclass
+class WorkerStats:
+    decisions: int = 0
+    dead_letters: int = 0
+    state_transactions: int = 0
+    labels: int = 0
+    restores: int = 0
+    swaps: int = 0
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: Path | None = None,
+        model_ref: str | None = None,
+        instance_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = settings.stream
+        self.instance = instance_id or self.config.instance_id or socket.gethostname()
+        self.topics = TopicNames.from_settings(settings.kafka)
+        self.metrics = WorkerMetrics()
+        self.stats = WorkerStats()
+        self.registry = ModelRegistry(registry or settings.scoring.registry)
+        ref = model_ref or settings.scoring.model_ref
+        model = self.registry.load(ref, allow_gtil=True)
+        alias = ref if ref in self.registry.aliases() else None
+        self.follower = ModelFollower(self.registry, alias, model.version)
+        self.scorer = BatchScorer(
+            model,
+            policy_from(settings),
+            cpu_second_usd=settings.scoring.cpu_second_usd,
+            max_reasons=settings.scoring.max_reasons,
+        )
+        self.metrics.serve_model(model.version)
+        self.engine = FeatureEngine()
+        self.retention_ms = int(self.config.label_index_days * DAY_MS)
+        self.index = LabelIndex(self.retention_ms)
+        self.merge = EventTimeMerge(self.config.source_idle_ms)
+        self.checkpoints = CheckpointStore(
+            Path(self.config.state_dir) / self.instance,
+            keep=self.config.checkpoints_kept,
+            identity={
+                "transactions": self.topics.transactions,
+                "labels": self.topics.labels,
+                "features": list(catalog.FEATURE_NAMES),
+            },
+        )
+        self.owned: set[int] = set()
+        self.committed: dict[int, int] = {}  # owned partition -> next offset to decide
+        self._assignment_changed = False
+        self._assigned_once = False
+        self._restore_cause: str | None = None
+        self._running = True
+        self._ready = False
+        self._heartbeat = time.monotonic()
+        self._last_checkpoint = time.monotonic()
+        self._recent = np.empty((0, catalog.NUM_FEATURES))
+        self._highs_checked: dict[SourceId, float] = {}
+        self._partitions: dict[str, int] = {}
+        self._membership: Any = None
+        self._data: Any = None
+        self._producer: Any = None
+        self._status: StatusServer | None = None
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    def stop(self, *_: object) -> None:
+        self._running = False
+
+    def run(self, *, max_seconds: float | None = None) -> WorkerStats:
+        """Serve until SIGTERM/SIGINT (or ``max_seconds``); returns what was done."""
+        if _in_main_thread():
+            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGINT, self.stop)
+        self._status = StatusServer(
+            self.metrics.registry,
+            self.config.http_host,
+            self.config.http_port,
+            healthy=self._healthy,
+            ready=lambda: (self._ready, "ready" if self._ready else "starting"),
+        ).start()
+        self._connect()
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        try:
+            self._wait_for_assignment()
+            self._restore("start")
+            self._ready = True
+            log.info(
+                "worker %s serving model %s, deciding partitions %s",
+                self.instance,
+                self.scorer.model.version,
+                sorted(self.owned),
+            )
+            while self._running and (deadline is None or time.monotonic() < deadline):
+                self._iteration()
+            self._write_checkpoint()
+        finally:
+            self._close()
+        return self.stats
+
+    def _connect(self) -> None:
+        kafka = self.settings.kafka
+        base = kafka.client_config()
+        self._membership = Consumer(
+            {
+                **base,
+                "group.id": self.config.group_id,
+                "group.instance.id": self.instance,  # static membership: a restart keeps its share
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "session.timeout.ms": self.config.session_timeout_ms,
+                "partition.assignment.strategy": "range",
+            }
+        )
+        self._data = Consumer(
+            {
+                **base,
+                # never commits: positions live in the checkpoints, decided offsets in the group
+                "group.id": f"{self.config.group_id}.{self.instance}.reader",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "isolation.level": "read_committed",
+                "fetch.wait.max.ms": 10,
+                "queued.min.messages": 200_000,
+            }
+        )
+        self._producer = Producer(
+            {
+                **base,
+                "transactional.id": f"{self.config.group_id}.{self.instance}",
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 2,
+                "batch.size": 1_000_000,
+                "compression.type": "lz4",
+                "queue.buffering.max.messages": 1_000_000,
+                "transaction.timeout.ms": 60_000,
+                "partitioner": PRODUCER_PARTITIONER,
+            }
+        )
+        self._producer.init_transactions(30)  # fences an earlier incarnation of this instance
+        metadata = self._data.list_topics(timeout=30)
+        for topic in (self.topics.transactions, self.topics.labels, self.topics.model_updates):
+            described = metadata.topics.get(topic)
+            if described is None or described.error is not None or not described.partitions:
+                raise RuntimeError(
+                    f"topic {topic} does not exist; run `fraudstream kafka topics` first"
+                )
+            self._partitions[topic] = len(described.partitions)
+        for kind, topic in ((TRANSACTIONS, self.topics.transactions), (LABELS, self.topics.labels)):
+            for partition in range(self._partitions[topic]):
+                self.merge.add_source(SourceId(kind, partition), 0)
+        self._membership.subscribe(
+            [self.topics.transactions],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+
+    def _close(self) -> None:
+        self.follower.close()
+        for client in (self._membership, self._data):
+            if client is not None:
+                try:
+                    client.close()
+                except (KafkaException, RuntimeError) as exc:
+                    log.warning("closing a consumer: %s", exc)
+        if self._producer is not None:
+            self._producer.flush(10)
+        if self._status is not None:
+            self._status.stop()
+
+    def _healthy(self) -> tuple[bool, str]:
+        silent = time.monotonic() - self._heartbeat
+        return silent < 120.0, f"loop last turned {silent:.1f} s ago"
+
+    # ---------------------------------------------------------------------- group membership
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        consumer.assign(partitions)
+        consumer.pause(partitions)  # membership only: the data consumer reads
+        self.owned = {p.partition for p in partitions}
+        self._assignment_changed = True
+        self._assigned_once = True
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Between batches (callbacks run inside poll), so no transaction is open: just stop
+        # deciding these partitions.
+        gone = {p.partition for p in partitions}
+        self.owned -= gone
+        for partition in gone:
+            self.committed.pop(partition, None)
+            with contextlib.suppress(KeyError):  # never exported
+                self.metrics.lag.remove(str(partition))
+
+    def _wait_for_assignment(self) -> None:
+        deadline = time.monotonic() + max(60.0, 3 * self.config.session_timeout_ms / 1000)
+        while not self._assigned_once:
+            if not self._running or time.monotonic() > deadline:
+                raise RuntimeError(f"no partition assignment from group {self.config.group_id}")
+            self._membership.poll(0.1)
+            self._heartbeat = time.monotonic()
+        self._assignment_changed = False
+
+    def _group_offsets(self) -> dict[int, int]:
+        """Next offset to decide per owned partition (the group's committed offsets)."""
+        if not self.owned:
+            return {}
+        asked = [TopicPartition(self.topics.transactions, p) for p in sorted(self.owned)]
+        answer = self._membership.committed(asked, timeout=30)
+        return {tp.partition: max(tp.offset, 0) for tp in answer}
+
+    def _check_assignment(self) -> None:
+        self._assignment_changed = False
+        offsets = self._group_offsets()
+        positions = self.merge.positions()
+        ahead = [p for p, c in offsets.items() if positions[SourceId(TRANSACTIONS, p)] > c]
+        if ahead:
+            # The state has moved past events of a partition we now own that nobody decided
+            # yet: rebuild it to just before them.
+            self._restore("rebalance")
+        else:
+            self.committed = offsets
+        log.info("deciding partitions %s", sorted(self.owned))
+
+    # ---------------------------------------------------------------------- restore / checkpoint
+
+    def _restore(self, cause: str) -> None:
+        self.committed = self._group_offsets()
+        owned = dict(self.committed)
+
+        def acceptable(positions: dict[SourceId, int]) -> bool:
+            return all(positions.get(SourceId(TRANSACTIONS, p), 0) <= c for p, c in owned.items())
+
+        checkpoint = self.checkpoints.newest(acceptable)
+        if checkpoint is not None:
+            self.engine = FeatureEngine.restore(checkpoint.engine)
+            self.index = LabelIndex.from_table(checkpoint.label_index, self.retention_ms)
+            positions = checkpoint.positions
+            source = "checkpoint"
+        else:
+            self.engine = FeatureEngine(EngineConfig())
+            self.index = LabelIndex(self.retention_ms)
+            positions = {}
+            source = "rebuild"
+        self.merge.reset(positions)
+        assignment = []
+        for sid in self.merge.sources:
+            topic = self.topics.transactions if sid.kind == TRANSACTIONS else self.topics.labels
+            offset = positions.get(sid, OFFSET_BEGINNING)
+            assignment.append(TopicPartition(topic, sid.partition, offset))
+        assignment.append(TopicPartition(self.topics.model_updates, 0, OFFSET_END))
+        self._data.assign(assignment)
+        self.metrics.restores.labels(cause=cause, source=source).inc()
+        self.stats.restores += 1
+        log.info(
+            "state %s from %s (%s); deciding %s from offsets %s",
+            "restored" if checkpoint else "rebuilt",
+            checkpoint.path.name if checkpoint else "the start of the topics",
+            cause,
+            sorted(self.owned),
+            self.committed,
+        )
+
+    def _write_checkpoint(self) -> None:
+        mark = self.merge.released_bucket * catalog.ENTITY_BUCKET_MS
+        if mark > 0:
+            self.engine.evict_idle(mark)
+            self.index.evict(mark)
+        self.checkpoints.save(self.merge.positions(), self.engine.snapshot(), self.index.to_table())
+        self.metrics.checkpoints.inc()
+        self._last_checkpoint = time.monotonic()
+
+    # ----------------------------------------------------------------------------- the loop
+
+    def _iteration(self) -> None:
+        cpu_started = time.process_time()
+        self._heartbeat = time.monotonic()
+        self._membership.poll(0)
+        if self._assignment_changed:
+            self._check_assignment()
+        if self._restore_cause is not None:
+            cause, self._restore_cause = self._restore_cause, None
+            self._restore(cause)
+        self._maybe_swap_model()
+        messages = self._data.consume(self.config.batch_max, self.config.poll_timeout_ms / 1000)
+        if messages:
+            self._route(messages)
+        self._refresh_highs()
+        step = self.merge.take_ready()
+        if not step.empty:
+            self._apply(step)
+        if time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval_s:
+            self._write_checkpoint()
+        self.metrics.cpu.inc(time.process_time() - cpu_started)
+
+    def _route(self, messages: list[Message]) -> None:
+        started = time.perf_counter()
+        groups: dict[tuple[str, int], list[Message]] = {}
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise KafkaException(error)
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer: %s", error)
+                continue
+            key = (message.topic() or "", message.partition() or 0)
+            groups.setdefault(key, []).append(message)
+        for (topic, partition), batch in groups.items():
+            if topic == self.topics.transactions:
+                self._add_transactions(partition, batch)
+            elif topic == self.topics.labels:
+                self._add_labels(partition, batch)
+            else:
+                for message in batch:
+                    outcome = self.follower.offer(message.value(), self._canary_rows)
+                    if outcome != "loading":
+                        self.metrics.model_swaps.labels(outcome=outcome).inc()
+        self.metrics.stage.labels(stage="decode").observe(time.perf_counter() - started)
+
+    def _add_transactions(self, partition: int, batch: list[Message]) -> None:
+        sid = SourceId(TRANSACTIONS, partition)
+        values = [m.value() or b"" for m in batch]
+        table, positions, rejected = decode_transactions(values)
+        rows = np.full(len(batch), -1, np.int64)
+        rows[positions] = np.arange(len(positions))
+        event_ms = np.zeros(len(batch), np.int64)
+        event_ms[positions] = table.column("timestamp").cast(pa.int64()).to_numpy()
+        self.merge.add(
+            sid,
+            np.fromiter((m.offset() for m in batch), np.int64, len(batch)),
+            event_ms,
+            rows,
+            np.fromiter((m.timestamp()[1] for m in batch), np.int64, len(batch)),
+            table,
+            [self._rejected(sid, batch[r.index], r.reason) for r in rejected],
+        )
+
+    def _add_labels(self, partition: int, batch: list[Message]) -> None:
+        sid = SourceId(LABELS, partition)
+        values = [m.value() or b"" for m in batch]
+        table, positions, rejected = decode_labels(values)
+        rows = np.full(len(batch), -1, np.int64)
+        rows[positions] = np.arange(len(positions))
+        # A label takes effect at the end of the second it was reported in: same bucket.
+        event_ms = np.zeros(len(batch), np.int64)
+        event_ms[positions] = table.column("reported_at").cast(pa.int64()).to_numpy()
+        for r in rejected:
+            log.warning(
+                "label %s/%d@%d rejected: %s",
+                self.topics.labels,
+                partition,
+                batch[r.index].offset(),
+                r.reason,
+            )
+        self.metrics.bad_labels.inc(len(rejected))
+        self.merge.add(
+            sid,
+            np.fromiter((m.offset() for m in batch), np.int64, len(batch)),
+            event_ms,
+            rows,
+            np.zeros(len(batch), np.int64),
+            table,
+            [],
+        )
+
+    @staticmethod
+    def _rejected(sid: SourceId, message: Message, reason: str) -> RejectedMessage:
+        offset = message.offset()
+        assert offset is not None  # consumed messages have offsets
+        return RejectedMessage(sid, offset, message.key(), message.value() or b"", reason)
+
+    def _refresh_highs(self) -> None:
+        """Each partition's end offset, for idleness: cached from fetches, asked when unknown."""
+        now = time.monotonic()
+        for sid, source in self.merge.sources.items():
+            topic = self.topics.transactions if sid.kind == TRANSACTIONS else self.topics.labels
+            tp = TopicPartition(topic, sid.partition)
+            _low, high = self._data.get_watermark_offsets(tp, cached=True)
+            if high < 0 and now - self._highs_checked.get(sid, 0.0) >= HIGH_REFRESH_S:
+                self._highs_checked[sid] = now
+                try:
+                    _low, high = self._data.get_watermark_offsets(tp, timeout=1.0, cached=False)
+                except KafkaException as exc:
+                    log.debug("end offset of %s: %s", tp, exc)
+            if high >= 0:
+                source.high = high
+            if sid.kind == TRANSACTIONS and sid.partition in self.owned:
+                self.metrics.lag.labels(partition=str(sid.partition)).set(
+                    max(source.high - source.processed_next, 0)
+                )
+        released = max(self.merge.released_bucket, 0) * catalog.ENTITY_BUCKET_MS
+        self.metrics.watermark.set(released / 1000.0)
+
+    # --------------------------------------------------------------------------- one step
+
+    def _apply(self, step: Step) -> None:
+        tx = step.transactions if step.transactions is not None else _EMPTY_TX
+        started = time.perf_counter()
+        cpu_started = time.process_time()
+        if tx.num_rows:
+            self.index.add(tx)
+        label_events = None
+        if step.labels is not None:
+            unmatched = self.index.unmatched
+            label_events = self.index.label_events(step.labels)
+            self.metrics.unmatched_labels.inc(self.index.unmatched - unmatched)
+            self.stats.labels += step.labels.num_rows
+            self.metrics.replicated.labels(kind="label").inc(step.labels.num_rows)
+        features = self.engine.process(tx, label_events)
+        features_cpu = time.process_time() - cpu_started
+        self.metrics.stage.labels(stage="features").observe(time.perf_counter() - started)
+        self.metrics.replicated.labels(kind="transaction").inc(tx.num_rows)
+        self.stats.state_transactions += tx.num_rows
+        if tx.num_rows:
+            self._recent = features[-self.config.canary_rows :]
+
+        decide = self._undecided(step.partitions, step.offsets)
+        records: list[tuple[str, OutRecord]] = []
+        decided_arrivals = np.empty(0)
+        if decide.size:
+            started = time.perf_counter()
+            batch = tx.take(pa.array(decide))
+            scored = self.scorer.decide(
+                batch,
+                features[decide],
+                cpu_already=features_cpu * decide.size / max(tx.num_rows, 1),
+            )
+            decided_arrivals = step.arrived_ms[decide].astype(np.float64)
+            latency = np.maximum(time.time() * 1000.0 - decided_arrivals, 0.0)
+            records += [(self.topics.decisions, r) for r in decision_records(scored, latency)]
+            records += [(self.topics.feature_log, r) for r in feature_log_records(scored)]
+            self.metrics.stage.labels(stage="decide").observe(time.perf_counter() - started)
+            self._count_decisions(scored)
+        dead = [r for r in step.rejected if self._owns_undecided(r.source, r.offset)]
+        records += [(self.topics.transactions_dlq, _dead_letter(r, self.topics)) for r in dead]
+        offsets = self._offsets_to_commit(step)
+        if records or offsets:
+            self._commit(records, offsets)
+        if decide.size:
+            now = time.time()
+            for arrival in decided_arrivals:
+                self.metrics.end_to_end.observe(max(now - arrival / 1000.0, 0.0))
+            self.metrics.batch_size.observe(decide.size)
+            self.metrics.events.labels(direction="in").inc(decide.size + len(dead))
+            self.metrics.events.labels(direction="out").inc(decide.size)
+        self.metrics.dlq.inc(len(dead))
+        self.stats.dead_letters += len(dead)
+
+    def _undecided(self, partitions: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """Rows of owned partitions at or after the group's committed offset."""
+        if not self.owned or partitions.size == 0:
+            return np.empty(0, np.int64)
+        first = np.full(int(partitions.max()) + 1, np.iinfo(np.int64).max, np.int64)
+        for partition, offset in self.committed.items():
+            if partition < first.size:
+                first[partition] = offset
+        return np.flatnonzero(offsets >= first[partitions])
+
+    def _owns_undecided(self, source: SourceId, offset: int) -> bool:
+        if source.kind != TRANSACTIONS or source.partition not in self.owned:
+            return False
+        return offset >= self.committed.get(source.partition, np.iinfo(np.int64).max)
+
+    def _offsets_to_commit(self, step: Step) -> dict[int, int]:
+        return {
+            sid.partition: offset
+            for sid, offset in step.advanced.items()
+            if sid.kind == TRANSACTIONS
+            and sid.partition in self.committed
+            and offset > self.committed[sid.partition]
+        }
+
+    def _commit(self, records: list[tuple[str, OutRecord]], offsets: dict[int, int]) -> None:
+        started = time.perf_counter()
+        producer = self._producer
+        try:
+            producer.begin_transaction()
+            for topic, record in records:
+                self._produce(topic, record)
+            self.metrics.stage.labels(stage="produce").observe(time.perf_counter() - started)
+            started = time.perf_counter()
+            if offsets:
+                producer.send_offsets_to_transaction(
+                    [
+                        TopicPartition(self.topics.transactions, p, o)
+                        for p, o in sorted(offsets.items())
+                    ],
+                    self._membership.consumer_group_metadata(),
+                    30,
+                )
+            producer.commit_transaction(60)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.txn_requires_abort():
+                log.warning("transaction aborted (%s); restoring state and redoing it", error)
+                producer.abort_transaction(60)
+                self._restore_cause = "abort"
+                return
+            raise  # fatal (e.g. fenced by a newer incarnation): stop, let the supervisor restart
+        self.committed.update(offsets)
+        self.metrics.stage.labels(stage="commit").observe(time.perf_counter() - started)
+
+    def _produce(self, topic: str, record: OutRecord) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value=record.value, key=record.key, headers=record.headers or None
+                )
+                return
+            except BufferError:  # local queue full: let librdkafka send some
+                self._producer.poll(0.05)
+
+    def _count_decisions(self, scored: Any) -> None:
+        banks = [b or "" for b in scored.transactions.column("bank_id").to_pylist()]
+        pairs = Counter(zip(banks, scored.decisions.action_names(), strict=True))
+        for (bank, action), count in pairs.items():
+            self.metrics.decisions.labels(bank=bank, action=action).inc(count)
+        d = scored.decisions
+        self.metrics.cost.labels(kind="expected_fraud_loss").inc(float(d.expected_fraud_loss.sum()))
+        self.metrics.cost.labels(kind="review").inc(float(d.review_cost.sum()))
+        self.metrics.cost.labels(kind="friction").inc(float(d.friction_cost.sum()))
+        n = scored.transactions.num_rows
+        self.metrics.cost.labels(kind="compute").inc(scored.compute_usd_per_transaction * n)
+        self.stats.decisions += n
+
+    # ---------------------------------------------------------------------------- models
+
+    def _canary_rows(self) -> np.ndarray:
+        return self._recent.copy()
+
+    def _maybe_swap_model(self) -> None:
+        outcome = self.follower.ready(self._canary_rows)
+        if outcome is None:
+            return
+        if outcome.model is not None:
+            previous = self.scorer.model.version
+            self.scorer.swap_model(outcome.model)
+            self.metrics.serve_model(outcome.model.version)
+            self.metrics.model_swaps.labels(outcome="swapped").inc()
+            self.stats.swaps += 1
+            log.info("model swapped: %s -> %s", previous, outcome.model.version)
+        elif outcome.refused is not None:
+            if outcome.refused.reason == "integrity":
+                self.metrics.integrity_failures.inc()
+            self.metrics.model_swaps.labels(outcome="refused").inc()
+            log.error(
+                "model %s refused (%s): %s; still serving %s",
+                outcome.announcement.version,
+                outcome.refused.reason,
+                outcome.refused,
+                self.scorer.model.version,
+            )
+
+
+_EMPTY_TX = pa.table(
+    {f.name: pa.array([], f.type) for f in TRANSACTION_SCHEMA}, schema=TRANSACTION_SCHEMA
+)
+assert _EMPTY_TX.schema.field("timestamp").type == TIMESTAMP
+
+
+def _dead_letter(rejected: RejectedMessage, topics: TopicNames) -> OutRecord:
+    origin = f"{topics.transactions}/{rejected.source.partition}/{rejected.offset}"
+    return OutRecord(
+        rejected.key,
+        rejected.value,
+        [(ERROR_HEADER, rejected.reason.encode()), (SOURCE_HEADER, origin.encode())],
+    )
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
