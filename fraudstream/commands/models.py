@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fraudstream.commands.common import RegistryOption, console, fail, registry_path
+
+if TYPE_CHECKING:
+    from scoring.registry import ModelRegistry
 
 app = typer.Typer(help="List, promote and roll back model versions.", no_args_is_help=True)
 
@@ -41,32 +44,82 @@ def list_models(registry: RegistryOption = None) -> None:
     Console(width=max(Console().width, 140)).print(table)  # a listing is the result: stdout
 
 
+AnnounceOption = Annotated[
+    bool,
+    typer.Option(
+        "--announce/--no-announce",
+        help="Publish the change on model-updates so running services hot-swap.",
+    ),
+]
+
+#: How long the broker has to acknowledge an announcement.
+ANNOUNCE_TIMEOUT_S = 10.0
+
+
 @app.command()
 def promote(
     version: Annotated[str, typer.Argument(help="Version (or alias) to promote.")],
     alias: Annotated[str, typer.Option(help="Alias to move.")] = "champion",
     registry: RegistryOption = None,
+    announce: AnnounceOption = True,
 ) -> None:
-    """Point an alias (default: champion) at VERSION."""
+    """Point an alias (default: champion) at VERSION and announce it."""
     from scoring.registry import ModelRegistry, RegistryError
 
+    models = ModelRegistry(registry_path(registry))
     try:
-        state = ModelRegistry(registry_path(registry)).promote(version, alias)
+        state = models.promote(version, alias)
     except RegistryError as exc:
         raise fail(str(exc)) from None
-    console.print(f"{alias} → {state.version}")
+    _announce_move(models, alias, state.version, state.log[-1].previous, announce)
 
 
 @app.command()
 def rollback(
     alias: Annotated[str, typer.Option(help="Alias to roll back.")] = "champion",
     registry: RegistryOption = None,
+    announce: AnnounceOption = True,
 ) -> None:
-    """Point an alias back at the version it held before."""
+    """Point an alias back at the version it held before, and announce it."""
     from scoring.registry import ModelRegistry, RegistryError
 
+    models = ModelRegistry(registry_path(registry))
     try:
-        version = ModelRegistry(registry_path(registry)).rollback(alias)
+        before = models.aliases().get(alias)
+        version = models.rollback(alias)
     except RegistryError as exc:
         raise fail(str(exc)) from None
-    console.print(f"{alias} → {version}")
+    _announce_move(models, alias, version, before.version if before else None, announce)
+
+
+def _announce_move(
+    models: ModelRegistry, alias: str, version: str, previous: str | None, announce: bool
+) -> None:
+    """Report an alias move that is done in the registry, announcing it first if asked.
+
+    A failed announcement does not undo the move: exit 1 and say what the services will see.
+    """
+    if not announce:
+        console.print(f"{alias} → {version} (not announced)")
+        return
+    from rich.markup import escape
+
+    from scoring.announcements import announcement_for
+    from scoring.registry import RegistryError
+    from scoring.settings import get_settings
+    from stream.announce import AnnouncementError, publish_announcement
+    from stream.topics import TopicNames
+
+    kafka = get_settings().kafka
+    topic = TopicNames.from_settings(kafka).model_updates
+    try:
+        announcement = announcement_for(models, alias, previous)
+        publish_announcement(kafka, announcement, timeout_s=ANNOUNCE_TIMEOUT_S)
+    except (AnnouncementError, RegistryError) as exc:
+        raise fail(
+            escape(
+                f"{alias} → {version} in the registry, but the announcement on {topic} failed: "
+                f"{exc}; running services will pick it up when they restart"
+            )
+        ) from None
+    console.print(f"{alias} → {version} (announced on {escape(topic)})")
