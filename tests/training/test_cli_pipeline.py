@@ -59,7 +59,7 @@ def test_train_score_evaluate(data: Path, tmp_path: Path) -> None:
     second = (registry / "versions" / again / "model.txt").read_text()
     assert first == second
 
-    fraudstream("models", "promote", version, "--registry", str(registry))
+    fraudstream("models", "promote", version, "--registry", str(registry), "--no-announce")
     assert models.resolve("champion") == version
     out = tmp_path / "scores.parquet"
     fraudstream(
@@ -80,8 +80,8 @@ def test_train_score_evaluate(data: Path, tmp_path: Path) -> None:
     assert metrics["auc_roc"] > 0.8  # a real model, not a coin
     assert metrics["cost_per_transaction"] < metrics["approve_all_cost_per_transaction"]
 
-    fraudstream("models", "promote", again, "--registry", str(registry))
-    fraudstream("models", "rollback", "--registry", str(registry))
+    fraudstream("models", "promote", again, "--registry", str(registry), "--no-announce")
+    fraudstream("models", "rollback", "--registry", str(registry), "--no-announce")
     assert models.resolve("champion") == version
     listing = fraudstream("models", "list", "--registry", str(registry)).stdout
     assert version in listing and again in listing
