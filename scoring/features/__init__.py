@@ -5,6 +5,7 @@ from scoring.features.engine import (
     LABEL_EVENT_SCHEMA,
     EngineConfig,
     FeatureEngine,
+    label_effective_ms,
     label_events,
     replay_log,
 )
@@ -15,6 +16,7 @@ __all__ = [
     "NUM_FEATURES",
     "EngineConfig",
     "FeatureEngine",
+    "label_effective_ms",
     "label_events",
     "replay_log",
 ]

@@ -35,7 +35,8 @@ LABEL_WINDOWS = (("1d", DAY_MS), ("7d", 7 * DAY_MS), ("30d", 30 * DAY_MS))
 SHARE_WINDOWS = LABEL_WINDOWS[:2]
 # Merchant and terminal features see the entity's events up to the start of the current second:
 # transactions of one merchant arrive on every partition of a card-keyed topic, and a stream worker
-# can know all of them only up to a point in time that every partition has passed.
+# can know all of them only up to a point in time that every partition has passed. Labels take
+# effect at the end of the second they were reported in (engine.label_effective_ms).
 ENTITY_BUCKET_MS = 1_000
 RECENT_AMOUNTS = 16  # ring of the card's last amounts, for the median
 
@@ -245,8 +246,8 @@ def _catalog() -> tuple[Feature, ...]:
                 Feature(
                     f"{entity}_fraud_{window}",
                     f"{entity} risk",
-                    f"Decayed count of fraud labels reported so far for transactions "
-                    f"at the {entity}, over {window} of report time.",
+                    f"Decayed count of fraud labels reported in earlier seconds for "
+                    f"transactions at the {entity}, over {window} of report time.",
                     "Compromised merchants/terminals keep producing fraud.",
                     field,
                 )
@@ -276,13 +277,15 @@ def _catalog() -> tuple[Feature, ...]:
         Feature(
             "card_fraud_labels_30d",
             "card risk",
-            "Decayed count of fraud labels already reported on this card, over 30d.",
+            "Decayed count of fraud labels on this card reported in an earlier second than the "
+            "transaction (a label takes effect at the end of its second), over 30d.",
             "A card with confirmed fraud is likely still compromised.",
         ),
         Feature(
             "card_seconds_since_fraud_label",
             "card risk",
-            "Seconds since the last fraud label on this card was reported; NaN if none.",
+            "Seconds since the last fraud label on this card took effect (the last millisecond "
+            "of the second it was reported in); NaN if none.",
             "Recency of confirmed compromise.",
         ),
     ]
@@ -306,9 +309,13 @@ def markdown() -> str:
         "",
         "Windows are exponentially decayed with the window as time constant: a count over 1 d is "
         "Σ exp(-Δt / 1 d) over earlier events. Features use only earlier transactions and labels "
-        "reported strictly before the transaction; merchant and terminal features see the entity's "
-        "events up to the start of the transaction's second (`ENTITY_BUCKET_MS`), the view a "
-        "stream worker has of a merchant whose transactions arrive on every partition. "
+        "reported in an earlier second than the transaction: a label takes effect at the last "
+        "millisecond of the second it was reported in, where a stream worker applies it once "
+        "that second is over. Merchant and terminal features see the entity's events up to the "
+        "start of the transaction's second (`ENTITY_BUCKET_MS`), the view a stream worker has of "
+        "a merchant whose transactions arrive on every partition; within a second, each event "
+        "is decayed to the second's end and rounded to a multiple of 2⁻²⁰, so the sum is exact "
+        "whatever order the events arrive in. "
         "A feature whose input field is absent is NaN "
         "(LightGBM routes NaN down a learned branch); nothing else changes.",
         "",

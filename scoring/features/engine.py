@@ -6,7 +6,8 @@ features are equal bit for bit. The engine is not thread-safe; a stream worker o
 partition set.
 
 Label events carry the keys of the transaction they label (card, bank, merchant, terminal); offline
-:func:`label_events` joins them from the log, online the stream enriches them.
+:func:`label_events` joins them from the log, online the stream enriches them. A label takes effect
+at the end of the second it was reported in (:func:`label_effective_ms`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,19 @@ class EngineConfig:
     @property
     def ttl_ms(self) -> int:
         return int(self.ttl_days * cat.DAY_MS)
+
+
+def label_effective_ms(reported_ms: np.ndarray) -> np.ndarray:
+    """When labels reported at ``reported_ms`` (int64 epoch ms) take effect: the last millisecond
+    of their second, (r // BUCKET_MS + 1) * BUCKET_MS - 1.
+
+    A stream worker applies a label when it closes the label's bucket, after every transaction of
+    that second, whatever order they arrived in; offline replay follows the same rule. At a tie
+    transactions still come first, so a transaction in the label's own second never sees it and
+    the first transaction of a later second does. Idempotent: effective times map to themselves.
+    """
+    bucket = np.asarray(reported_ms, dtype=np.int64) // kernels.BUCKET_MS
+    return (bucket + 1) * kernels.BUCKET_MS - 1
 
 
 def stable_hash(key: str) -> int:
@@ -171,16 +185,18 @@ class FeatureEngine:
 
     def process(self, transactions: pa.Table, labels: pa.Table | None = None) -> np.ndarray:
         """Features of ``transactions`` (rows in input order), interleaving ``labels`` (label
-        events, :data:`LABEL_EVENT_SCHEMA`) by time. Events are taken in time order; at equal
-        times a transaction comes before a label (features see labels reported strictly
-        before), and ties keep input order. State carries over to the next call, which must hold
-        later events."""
+        events, :data:`LABEL_EVENT_SCHEMA`) by time. A label counts at its effective time,
+        :func:`label_effective_ms` of its ``reported_at`` (the end of its second). Events are taken
+        in time order; at equal times a transaction comes before a label (features see labels
+        effective strictly before), and ties keep input order. State carries over to the next
+        call, which must hold later events (merchant/terminal state also accepts transactions of
+        the current or an earlier second in any order, see :mod:`scoring.features.kernels`)."""
         n_tx = transactions.num_rows
         tx = self._encode(transactions)
         tx_ts = _millis(transactions.column("timestamp"))
         if labels is not None and labels.num_rows:
             lb = self._encode(labels)
-            lb_ts = _millis(labels.column("reported_at"))
+            lb_ts = label_effective_ms(_millis(labels.column("reported_at")))
             n_lb = labels.num_rows
         else:
             lb = self._encode(LABEL_EVENT_SCHEMA.empty_table())
@@ -265,21 +281,24 @@ class FeatureEngine:
         kernel resets such rows on their next use anyway. Returns how many rows were freed."""
         ttl = self.config.ttl_ms
         freed = 0
+        bucket_start = now_ms // kernels.BUCKET_MS * kernels.BUCKET_MS
         tables = (
             (
                 self.cards,
                 np.maximum(
                     self.card_i[:, kernels.CI_LAST_TS], self.card_i[:, kernels.CI_LABEL_AS_OF]
                 ),
+                now_ms,
             ),
-            (self.merchants, self.merchant_i[:, kernels.EI_LAST_TS]),
-            (self.terminals, self.terminal_i[:, kernels.EI_LAST_TS]),
+            # the kernel expires merchants and terminals at the start of an event's bucket
+            (self.merchants, self.merchant_i[:, kernels.EI_LAST_TS], bucket_start),
+            (self.terminals, self.terminal_i[:, kernels.EI_LAST_TS], bucket_start),
         )
-        for index, last in tables:
+        for index, last, now in tables:
             live = np.fromiter(
                 (k is not None for k in index.keys), dtype=bool, count=len(index.keys)
             )
-            stale = np.flatnonzero(live & (now_ms - last[: len(index.keys)] > ttl))
+            stale = np.flatnonzero(live & (now - last[: len(index.keys)] > ttl))
             index.release(stale)
             freed += stale.size
         return freed
@@ -487,15 +506,18 @@ def replay_log(
 ) -> np.ndarray:
     """Point-in-time features for every transaction of a log (rows in the log's order).
 
-    The log is replayed from its start in time order, labels applied at their ``reported_at``.
-    Chunks bound memory; they do not change the result."""
+    The log is replayed from its start in time order, labels applied at the end of the second of
+    their ``reported_at`` (:func:`label_effective_ms`). Chunks bound memory; they do not change
+    the result."""
     engine = engine or FeatureEngine()
     ts = _millis(transactions.column("timestamp"))
     in_order = bool(np.all(ts[1:] >= ts[:-1]))  # logs usually are: then no gather or scatter
     order = np.arange(len(ts)) if in_order else np.argsort(ts, kind="stable")
     events = label_events(transactions, labels) if labels is not None else None
-    label_ts = (
-        _millis(events.column("reported_at")) if events is not None else np.empty(0, np.int64)
+    label_ts = (  # effective times, sorted since the events are sorted by reported_at
+        label_effective_ms(_millis(events.column("reported_at")))
+        if events is not None
+        else np.empty(0, np.int64)
     )
     out = np.empty((transactions.num_rows, cat.NUM_FEATURES), dtype=np.float64)
     start = 0
@@ -506,7 +528,7 @@ def replay_log(
         while stop < len(order) and ts[order[stop]] == ts[order[stop - 1]]:
             stop += 1
         rows = order[start:stop]
-        # Labels reported before the next chunk's first transaction belong here; one reported at
+        # Labels effective before the next chunk's first transaction belong here; one effective at
         # exactly that time waits for it (transactions come first at a tie).
         if stop < len(order):
             label_stop = int(np.searchsorted(label_ts, ts[order[stop]], side="left"))

@@ -13,6 +13,30 @@ State is struct-of-arrays, one row per slot:
 
 A row whose last activity is older than the TTL is reset when next touched, so whether a slot was
 physically evicted in between (online) or not (offline) never changes a feature.
+
+Merchant/terminal ("entity") state is bucketed by ``BUCKET_MS``: a transaction at t sees the
+entity's events before floor(t / BUCKET_MS) * BUCKET_MS. A stream worker that merges all partitions
+takes every event of bucket b before any of bucket b + 1, but within the open bucket it takes
+transactions in arrival order, which differs between runs and from the offline replay (sorted by
+time). Four rules make the result independent of that order, bit for bit:
+
+* **Exact pending sums.** Each contribution to an entity's pending (open-bucket) values is rounded
+  to a multiple of 2**-20 (``_quantized``) before it is added. Sums of such multiples are exact in
+  float64 while they stay below 2**33 (~8.6e9), so they do not depend on the order of addition.
+  Limit: one entity's pending sums per bucket, i.e. the amounts at one merchant or terminal within
+  one second, must stay below ~8.6e9; above that, sums are rounded again and order shows through
+  in the last bit (and only there).
+* **Late events never move an entity backwards.** An event is added to the bucket
+  max(t // BUCKET_MS, pending bucket, committed point // BUCKET_MS), decayed from its real time t to
+  that bucket's end, so the pending bucket and ``EI_COMMITTED_AT`` never decrease even when a
+  partition delivers an event late. Offline input is sorted, where this is always t's own bucket.
+* **Idle entities expire by bucket.** An entity is reset when the start of the event's bucket is
+  more than the TTL after its last activity, so all events of one bucket agree on it, whichever
+  comes first (a per-millisecond test would let the first arrival decide).
+* **Labels take effect at the end of their second** (``engine.label_effective_ms``): the engine
+  hands the kernel a label's reported_at moved to the last millisecond of its second, where the
+  worker applies it, after all transactions of that second. (Several labels of one card in one
+  second then share one time, so their order does not matter either.)
 """
 
 from __future__ import annotations
@@ -76,9 +100,10 @@ CI_MCCS = CI_COUNTRIES + N_COUNTRIES
 CARD_I = CI_MCCS + N_MCCS
 
 # merchant / terminal columns
-# Entity state is bucketed (see _entity_read): "committed" values hold every event of buckets
-# that are over, decayed to COMMITTED_AT; "pending" values hold the open bucket's events, each
-# decayed to the bucket's end, so their sum does not depend on the order they arrived in.
+# Entity state is bucketed (see the module docstring and _entity_transaction): "committed" values
+# hold every event of buckets that are over, decayed to COMMITTED_AT; "pending" values hold the open
+# bucket's events, each decayed to the bucket's end and quantised to a multiple of 2**-20, so their
+# sum is exact and does not depend on the order they arrived in.
 EV_COUNT = 0
 EV_SUM_7D = EV_COUNT + N_ENT_W
 EV_FRAUD = EV_SUM_7D + 1
@@ -163,8 +188,10 @@ def expire_card(card_f: np.ndarray, card_i: np.ndarray, c: int, t: int, ttl: int
 
 
 def expire_entity(ent_f: np.ndarray, ent_i: np.ndarray, m: int, t: int, ttl: int) -> None:
+    """Reset an entity idle for longer than the TTL at the start of t's bucket: every event of a
+    bucket takes the same decision, whichever of them arrives first."""
     last = ent_i[m, EI_LAST_TS]
-    if last != EMPTY and t - last > ttl:
+    if last != EMPTY and (t // BUCKET_MS) * BUCKET_MS - last > ttl:
         reset_entity(ent_f, ent_i, m)
 
 
@@ -330,9 +357,31 @@ def _entity_value(ent_f: np.ndarray, ent_i: np.ndarray, m: int, v: int, t: int) 
     return _decayed(ent_f[m, EF_COMMITTED + v], ent_i[m, EI_COMMITTED_AT], t, ENT_TAUS[v])
 
 
+def _quantized(x: float) -> float:
+    """x rounded to a multiple of 2**-20. Sums of such values are exact in float64 while below
+    2**33 (~8.6e9): the same for any order of addition."""
+    return math.floor(x * 1048576.0 + 0.5) / 1048576.0
+
+
 def _entity_add(ent_f: np.ndarray, m: int, v: int, t: int, bucket: int, amount: float) -> None:
+    """Add an event at t to the pending values of ``bucket`` (t's bucket or, late, a later one),
+    decayed to the bucket's end and quantised, so the pending sum does not depend on arrival
+    order."""
     end = (bucket + 1) * BUCKET_MS
-    ent_f[m, EF_PENDING + v] += amount * math.exp(-(end - t) / ENT_TAUS[v])
+    ent_f[m, EF_PENDING + v] += _quantized(amount * math.exp(-(end - t) / ENT_TAUS[v]))
+
+
+def _entity_bucket(ent_i: np.ndarray, m: int, t: int) -> int:
+    """The bucket an event at t joins (after the fold): its own, or for a late event the entity's
+    newer pending bucket or committed point, so the entity never moves backwards in time."""
+    bucket = t // BUCKET_MS
+    pending = ent_i[m, EI_PENDING_BUCKET]
+    if pending != EMPTY and pending > bucket:
+        bucket = pending
+    committed_at = ent_i[m, EI_COMMITTED_AT]
+    if committed_at != EMPTY and committed_at // BUCKET_MS > bucket:
+        bucket = committed_at // BUCKET_MS
+    return bucket
 
 
 def _entity_transaction(
@@ -345,8 +394,8 @@ def _entity_transaction(
         for j in range(ENTITY_BLOCK):
             row[out + j] = np.nan
         return
-    bucket = t // BUCKET_MS
-    _entity_fold(ent_f, ent_i, m, bucket)
+    _entity_fold(ent_f, ent_i, m, t // BUCKET_MS)
+    bucket = _entity_bucket(ent_i, m, t)
     for w in range(N_ENT_W):
         row[out + w] = _entity_value(ent_f, ent_i, m, EV_COUNT + w, t)
     count_7d = row[out + E_7D]
@@ -369,8 +418,8 @@ def _entity_transaction(
 
 
 def _entity_label(ent_f: np.ndarray, ent_i: np.ndarray, m: int, r: int, fraud: bool) -> None:
-    bucket = r // BUCKET_MS
-    _entity_fold(ent_f, ent_i, m, bucket)
+    _entity_fold(ent_f, ent_i, m, r // BUCKET_MS)
+    bucket = _entity_bucket(ent_i, m, r)
     for w in range(N_LABEL_W):
         _entity_add(ent_f, m, EV_FRAUD + w, r, bucket, 1.0 if fraud else 0.0)
     for w in range(N_SHARE_W):
@@ -389,7 +438,7 @@ def _card_fraud_label(card_f: np.ndarray, card_i: np.ndarray, c: int, r: int) ->
 
 def process_events(
     kind: np.ndarray,  # int8: KIND_TRANSACTION | KIND_LABEL
-    ts: np.ndarray,  # int64 ms: transaction time, or the label's reported_at
+    ts: np.ndarray,  # int64 ms: transaction time, or a label's engine.label_effective_ms
     amount: np.ndarray,  # float64
     card: np.ndarray,  # int64 slot, -1 = unknown (labels only)
     merchant: np.ndarray,  # int64 slot, -1 = absent
@@ -478,7 +527,9 @@ _HELPERS = (
     "_card_transaction",
     "_entity_fold",
     "_entity_value",
+    "_quantized",
     "_entity_add",
+    "_entity_bucket",
     "_entity_transaction",
     "_entity_label",
     "_card_fraud_label",

@@ -8,7 +8,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scoring.features import FEATURE_NAMES, FeatureEngine, kernels, label_events, replay_log
+from scoring.features import (
+    FEATURE_NAMES,
+    FeatureEngine,
+    kernels,
+    label_effective_ms,
+    label_events,
+    replay_log,
+)
 from scoring.features.catalog import DAY_MS, INDEX, MINUTE_MS
 from scoring.logs import TIMESTAMP
 
@@ -65,7 +72,8 @@ event = st.fixed_dictionaries(
     {
         "card": st.integers(0, 4),
         "bank": st.sampled_from([None, "b1", "b2"]),
-        "gap_ms": st.one_of(st.just(0), st.integers(1, 10 * DAY_MS)),
+        # sub-second gaps exercise the merchant/terminal buckets, long ones the TTL
+        "gap_ms": st.one_of(st.just(0), st.integers(1, 1_500), st.integers(1, 10 * DAY_MS)),
         "amount": st.floats(0.01, 5_000, allow_nan=False),
         "merchant": st.one_of(st.none(), st.integers(0, 5)),
         "terminal": st.one_of(st.none(), st.integers(0, 5)),
@@ -73,7 +81,11 @@ event = st.fixed_dictionaries(
         "channel": st.sampled_from([None, "pos", "ecom", "atm", "moto"]),
         "mcc": st.sampled_from([None, "5411", "0742", "6011"]),
         "card_present": st.sampled_from([None, True, False]),
-        "label": st.one_of(st.none(), st.tuples(st.booleans(), st.integers(0, 20 * DAY_MS))),
+        "label": st.one_of(
+            st.none(),
+            # delays within a second or two meet transactions of the label's own second
+            st.tuples(st.booleans(), st.integers(0, 2_000) | st.integers(0, 20 * DAY_MS)),
+        ),
     }
 )
 
@@ -134,8 +146,10 @@ def test_snapshot_restore_continues_exactly(events: list[dict], data: st.DataObj
     whole = replay_log(transactions, labels)
 
     events_table = label_events(transactions, labels)
-    cut = transactions["timestamp"][split]
-    early = pa.compute.less(events_table["reported_at"], cut)
+    cut = transactions["timestamp"][split].cast(pa.int64()).as_py()
+    # labels effective (at the end of their reported second) before the cut go to the first engine
+    reported = events_table["reported_at"].cast(pa.int64()).to_numpy()
+    early = pa.array(label_effective_ms(reported) < cut)
     first = FeatureEngine()
     head = first.process(transactions.slice(0, split), events_table.filter(early))
     restored = FeatureEngine.restore(first.snapshot())
@@ -222,11 +236,19 @@ def test_labels_count_only_after_they_are_reported() -> None:
     )
     labels = make_labels([("t0", True, T0 + DAY_MS), ("t1", False, T0 + DAY_MS)])
     m = replay_log(log, labels)
+    # Labels take effect at the last millisecond of the second they were reported in.
+    effective = T0 + DAY_MS + 999
     assert feature(m, 1, "terminal_fraud_7d") == 0  # reported at the same instant: not yet known
-    assert feature(m, 2, "terminal_fraud_7d") == pytest.approx(np.exp(-1 / 7))
+    # The terminal's pending label, decayed from `effective` to the bucket's end (1 ms), rounds to
+    # exactly 1.0 (2**-20 grid); committed at T0 + DAY_MS + 1000, it decays from there.
+    assert feature(m, 2, "terminal_fraud_7d") == pytest.approx(
+        np.exp(-(DAY_MS - 1_000) / (7 * DAY_MS)), rel=1e-12
+    )
     assert feature(m, 2, "merchant_fraud_7d") != feature(m, 2, "merchant_fraud_7d")  # no merchant
-    assert feature(m, 3, "card_fraud_labels_30d") == pytest.approx(np.exp(-2 / 30))
-    assert feature(m, 3, "card_seconds_since_fraud_label") == 2 * DAY_MS / 1000
+    assert feature(m, 3, "card_fraud_labels_30d") == pytest.approx(
+        np.exp(-(T0 + 3 * DAY_MS - effective) / (30 * DAY_MS)), rel=1e-12
+    )
+    assert feature(m, 3, "card_seconds_since_fraud_label") == (T0 + 3 * DAY_MS - effective) / 1000
     assert np.isnan(feature(m, 2, "card_seconds_since_fraud_label"))
 
 
@@ -293,7 +315,16 @@ def test_merchant_features_see_only_earlier_seconds() -> None:
     )
     m = replay_log(log)
     assert feature(m, 1, "merchant_count_1h") == 0  # same second as the first: not yet visible
-    expected = np.exp(-1_400 / 3_600_000) + np.exp(-600 / 3_600_000)
-    assert feature(m, 2, "merchant_count_1h") == pytest.approx(expected, rel=1e-12)
+    # Each event of the first second is decayed to its end (T0 + 1000) and rounded to a multiple of
+    # 2**-20 (exact pending sums), then the sum decays over the last 500 ms.
+    tau = 3_600_000
+
+    def q(x: float) -> float:
+        return float(np.floor(x * 2**20 + 0.5) / 2**20)
+
+    expected = (q(np.exp(-900 / tau)) + q(np.exp(-100 / tau))) * np.exp(-500 / tau)
+    assert feature(m, 2, "merchant_count_1h") == pytest.approx(expected, rel=1e-15)
+    unrounded = np.exp(-1_400 / tau) + np.exp(-600 / tau)
+    assert abs(feature(m, 2, "merchant_count_1h") - unrounded) <= 2 * 2**-21
     assert feature(m, 2, "merchant_amount_mean_7d") == pytest.approx(10.0)
     assert feature(m, 2, "card_count_1h") == 0  # card features stay exact to the millisecond
