@@ -1,0 +1,343 @@
+"""The stream worker against the real broker (issue 4's acceptance tests).
+
+One simulated log of ~21k transactions and its labels; a model trained on its first week. Every
+test replays the log into its own topics and checks the committed ``decisions`` topic:
+
+* an uninterrupted worker decides every transaction exactly once, with the offline
+  ``score-log`` scores (|Δ| ≤ 1e-9: in fact bit-identical), and its /metrics agree;
+* a worker SIGKILLed twice mid-replay and restarted gives exactly the uninterrupted decisions;
+* a second worker that joins mid-replay and leaves again changes nothing either;
+* bad messages go to the DLQ with their reasons while the worker carries on;
+* a promoted model is hot-swapped between batches; a tampered one is refused.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pytest
+
+from scoring.announcements import ModelAnnouncement, announcement_for
+from scoring.registry import ModelRegistry
+from scoring.settings import KafkaSettings
+from stream.announce import publish_announcement
+from stream.replay import replay
+from stream.topics import PRODUCER_PARTITIONER, create_topics
+from tests.integration.stream_harness import (
+    Stack,
+    comparable,
+    decisions_by_id,
+    read_topic,
+)
+from training.offline import score_log
+from training.simulator import SimulationConfig, simulate
+from training.train import train_and_register
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+class World:
+    def __init__(self, root: Path) -> None:
+        self.transactions, self.labels = simulate(SimulationConfig(days=10, cards=1250, seed=21))
+        self.registry_dir = root / "registry"
+        registry = ModelRegistry(self.registry_dir)
+        start = self.transactions.column("timestamp")[0].as_py()
+        until = start + timedelta(days=7)
+        self.champion = train_and_register(
+            self.transactions, self.labels, registry=registry, until=until, seed=1
+        ).version
+        self.challenger = train_and_register(
+            self.transactions, self.labels, registry=registry, until=until, seed=2
+        ).version
+        registry.promote(self.champion)
+        offline = score_log(self.transactions, self.labels, registry.load(self.champion))
+        self.offline = dict(
+            zip(offline["transaction_id"].to_pylist(), offline["score"].to_pylist(), strict=True)
+        )
+        self.ids = self.transactions.column("transaction_id").to_pylist()
+        self.uninterrupted: dict[str, dict[str, Any]] | None = None
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return World(tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture
+def stack(
+    world: World,
+    kafka_settings: KafkaSettings,
+    kafka_env: dict[str, str],
+    topic_prefix: str,
+    tmp_path: Path,
+    free_tcp_ports: Callable[[int], list[int]],
+) -> Iterator[Stack]:
+    kafka = kafka_settings.model_copy(update={"topic_prefix": topic_prefix, "partitions": 3})
+    create_topics(kafka)
+    deployment = Stack(kafka, kafka_env, world.registry_dir, tmp_path, free_tcp_ports)
+    yield deployment
+    deployment.close()
+
+
+def _replay_in_background(world: World, kafka: KafkaSettings, rate: float) -> threading.Thread:
+    def run() -> None:
+        summary = replay(world.transactions, world.labels, kafka=kafka, rate=rate)
+        assert summary.failed == 0
+
+    thread = threading.Thread(target=run, name="replay")
+    thread.start()
+    return thread
+
+
+def _all_decisions(stack: Stack, world: World) -> dict[str, dict[str, Any]]:
+    records = read_topic(stack.kafka, stack.topics.decisions, expected=len(world.ids))
+    decided, twice = decisions_by_id(records)
+    assert twice == [], f"{len(twice)} transactions decided twice, e.g. {twice[:3]}"
+    missing = [i for i in world.ids if i not in decided]
+    assert missing == [], f"{len(missing)} transactions without a decision, e.g. {missing[:3]}"
+    assert len(decided) == len(world.ids)
+    return decided
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
+        if line.split("{")[0].split(" ")[0] == name and all(
+            found.get(k) == v for k, v in labels.items()
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name}{labels} not in /metrics")
+
+
+def _uninterrupted(world: World, stack: Stack) -> dict[str, dict[str, Any]]:
+    worker = stack.start("solo")
+    worker.wait_ready()
+    summary = replay(world.transactions, world.labels, kafka=stack.kafka)
+    assert summary.failed == 0
+    decided = _all_decisions(stack, world)
+    metrics = worker.metrics()
+    assert worker.stop() == 0, worker.tail()
+    assert _metric(metrics, "fraudstream_stream_events_total", direction="out") == len(world.ids)
+    assert _metric(metrics, "fraudstream_stream_dlq_total") == 0
+    assert _metric(metrics, "fraudstream_model_info", version=world.champion) == 1
+    assert _metric(metrics, "fraudstream_stream_end_to_end_latency_seconds_count") == len(world.ids)
+    for stage in ("decode", "features", "decide", "produce", "commit"):
+        assert _metric(metrics, "fraudstream_stream_stage_duration_seconds_count", stage=stage) > 0
+    assert _metric(metrics, "fraudstream_stream_cpu_seconds_total") > 0
+    return decided
+
+
+@pytest.fixture
+def uninterrupted(world: World, stack: Stack) -> dict[str, dict[str, Any]]:
+    if world.uninterrupted is None:
+        world.uninterrupted = _uninterrupted(world, stack)
+    return world.uninterrupted
+
+
+def test_online_decisions_equal_offline_score_log(
+    world: World, uninterrupted: dict[str, dict[str, Any]]
+) -> None:
+    online = np.array([uninterrupted[i]["score"] for i in world.ids])
+    offline = np.array([world.offline[i] for i in world.ids])
+    assert len(world.ids) >= 20_000
+    assert np.max(np.abs(online - offline)) <= 1e-9
+    assert {d["model_version"] for d in uninterrupted.values()} == {world.champion}
+    flagged = [d for d in uninterrupted.values() if d["action"] != "approve"]
+    assert flagged and all(d["reasons"] for d in flagged)  # review/decline always say why
+
+
+def _same_decisions(got: dict[str, dict[str, Any]], want: dict[str, dict[str, Any]]) -> None:
+    differ = [i for i in want if comparable(got[i]) != comparable(want[i])]
+    assert differ == [], (
+        f"{len(differ)} decisions differ from the uninterrupted run, e.g. "
+        f"{comparable(got[differ[0]])} vs {comparable(want[differ[0]])}"
+    )
+
+
+def test_sigkill_twice_gives_the_uninterrupted_decisions(
+    world: World, uninterrupted: dict[str, dict[str, Any]], stack: Stack, request: Any
+) -> None:
+    # fresh topics for this run (the uninterrupted fixture may have used the same stack)
+    kafka = stack.kafka.model_copy(update={"topic_prefix": stack.kafka.topic_prefix + "kill."})
+    create_topics(kafka)
+    stack.kafka = kafka
+    rng = random.Random(request.node.name)
+    worker = stack.start("crashy")
+    worker.wait_ready()
+    producing = _replay_in_background(world, kafka, rate=2000)  # ~10 s of traffic
+    n = len(world.ids)
+    # kill at random points after some decisions were committed (then the restart must restore
+    # a checkpoint, re-read, and decide the rest exactly once)
+    for low, high in ((0.15, 0.35), (0.5, 0.7)):
+        threshold = rng.uniform(low, high) * n
+        ready_at = time.monotonic()
+        _wait_for(lambda t=threshold: _produced(kafka, kafka.topic("decisions")) >= t, 120,
+                  f"{threshold:.0f} decisions")  # fmt: skip
+        # ...and after this incarnation had time to write a checkpoint (every 2 s here)
+        time.sleep(max(0.0, ready_at + 3.0 - time.monotonic()) + rng.uniform(0.0, 0.3))
+        worker.kill()
+        worker = stack.start("crashy")  # same instance name: same state dir and group member
+        worker.wait_ready()
+    producing.join()
+    decided = _all_decisions(stack, world)
+    _same_decisions(decided, uninterrupted)
+    assert worker.stop() == 0
+    restarts = [w.log.read_text() for w in stack.workers if w.name == "crashy"][1:]
+    assert len(restarts) == 2
+    assert all("restored from checkpoint" in text for text in restarts), "no checkpoint used"
+
+
+def _produced(kafka: KafkaSettings, topic: str) -> int:
+    """Records written to ``topic`` so far (end offsets; aborted ones included)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**kafka.client_config(), "group.id": "offsets"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        )
+    finally:
+        consumer.close()
+
+
+def test_a_worker_joining_and_leaving_changes_nothing(
+    world: World, uninterrupted: dict[str, dict[str, Any]], stack: Stack
+) -> None:
+    kafka = stack.kafka.model_copy(update={"topic_prefix": stack.kafka.topic_prefix + "scale."})
+    create_topics(kafka)
+    stack.kafka = kafka
+    first = stack.start("first")
+    first.wait_ready()
+    producing = _replay_in_background(world, kafka, rate=2000)
+    time.sleep(2.0)
+    second = stack.start("second")
+    second.wait_ready()
+    time.sleep(3.0)
+    assert second.stop() == 0, second.tail()
+    producing.join()
+    decided = _all_decisions(stack, world)
+    _same_decisions(decided, uninterrupted)
+    summary = re.search(r"worker second: ([\d,]+) decisions", second.log.read_text())
+    assert summary and int(summary.group(1).replace(",", "")) > 0, "the second worker idled"
+    assert first.stop() == 0
+
+
+BAD_MESSAGES = {
+    b"this is not json": "not JSON",
+    b'{"transaction_id": "bad-1", "card_id": "c1", "timestamp": 1767571200000}': "amount",
+    b'{"transaction_id": "bad-2", "card_id": "4111111111111111", "amount": 5.0, '
+    b'"timestamp": 1767571200000}': "card_id",
+    b'{"transaction_id": "bad-3", "card_id": "c1", "amount": -3.5, '
+    b'"timestamp": 1767571200000}': "amount",
+}
+
+
+def test_bad_messages_go_to_the_dlq_with_reasons(world: World, stack: Stack) -> None:
+    from confluent_kafka import Producer
+
+    from scoring.wire import encode_transactions
+
+    worker = stack.start("dlq")
+    worker.wait_ready()
+    good = world.transactions.slice(0, 300)
+    values = encode_transactions(good)
+    producer = Producer({**stack.kafka.client_config(), "partitioner": PRODUCER_PARTITIONER})
+    for i, (key, value) in enumerate(zip(good["card_id"].to_pylist(), values, strict=True)):
+        producer.produce(stack.topics.transactions, value=value, key=key.encode())
+        if i == 100:
+            for bad in BAD_MESSAGES:
+                producer.produce(stack.topics.transactions, value=bad, key=b"c1")
+    producer.flush(30)
+
+    decided, twice = decisions_by_id(
+        read_topic(stack.kafka, stack.topics.decisions, expected=good.num_rows)
+    )
+    assert twice == [] and set(decided) == set(good["transaction_id"].to_pylist())
+    dead = read_topic(stack.kafka, stack.topics.transactions_dlq, expected=len(BAD_MESSAGES))
+    assert len(dead) == len(BAD_MESSAGES)
+    for _key, value, headers in dead:
+        reason = headers["fraudstream-error"].decode()
+        assert BAD_MESSAGES[value] in reason, (value, reason)
+        assert "4111111111111111" not in reason  # never echo a card number
+        assert headers["fraudstream-source"].startswith(stack.topics.transactions.encode())
+    assert worker.get("/healthz")[0] == 200
+    assert worker.process.poll() is None
+    assert worker.stop() == 0
+
+
+def _wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_model_hot_swap_and_refusal(world: World, stack: Stack, tmp_path: Path) -> None:
+    registry = ModelRegistry(world.registry_dir)
+    worker = stack.start("swapper")
+    worker.wait_ready()
+    thirds = np.array_split(np.arange(world.transactions.num_rows), 3)
+
+    def send(rows: np.ndarray) -> None:
+        part = world.transactions.take(pa.array(rows))
+        assert replay(part, kafka=stack.kafka).failed == 0
+
+    def serves(version: str) -> bool:
+        return f'fraudstream_model_info{{version="{version}"}} 1.0' in worker.metrics()
+
+    send(thirds[0])
+    read_topic(stack.kafka, stack.topics.decisions, expected=len(thirds[0]), quiet=0.5)
+    # promote the challenger: the worker loads it beside the champion and swaps between batches
+    previous = registry.resolve("champion")
+    registry.promote(world.challenger)
+    try:
+        publish_announcement(stack.kafka, announcement_for(registry, "champion", previous=previous))
+        _wait_for(lambda: serves(world.challenger), 60, "the swap to the challenger")
+    finally:
+        registry.promote(previous)  # other tests serve the champion
+    send(thirds[1])
+
+    # a forged announcement (digest of nothing we have) is refused; the challenger keeps serving
+    forged = ModelAnnouncement.model_validate(
+        {
+            **orjson.loads(announcement_for(registry, "champion", previous=None).to_bytes()),
+            "version": world.champion,
+            "manifest_digest": "0" * 64,
+        }
+    )
+    publish_announcement(stack.kafka, forged)
+    _wait_for(
+        lambda: 'fraudstream_model_swaps_total{outcome="refused"} 1.0' in worker.metrics(),
+        60,
+        "the refusal",
+    )
+    assert _metric(worker.metrics(), "fraudstream_model_integrity_failures_total") == 1
+    assert serves(world.challenger)
+    send(thirds[2])
+
+    decided, twice = decisions_by_id(
+        read_topic(stack.kafka, stack.topics.decisions, expected=len(world.ids))
+    )
+    assert twice == [] and len(decided) == len(world.ids)
+    versions = [decided[i]["model_version"] for i in world.ids]
+    first, second, third = (versions[r[0] : r[-1] + 1] for r in thirds)
+    assert set(first) == {world.champion}
+    assert set(second) == {world.challenger}
+    assert set(third) == {world.challenger}
+    assert worker.stop() == 0
