@@ -56,27 +56,34 @@ class ScoredBatch:
             if "bank_id" in self.transactions.column_names
             else [None] * n
         )
-        latency = np.broadcast_to(np.asarray(latency_ms, dtype=np.float64), (n,))
-        names = self.decisions.action_names()
-        decided_at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        # Plain Python lists first: indexing numpy arrays element by element costs ~10x more.
+        latency = np.broadcast_to(np.asarray(latency_ms, dtype=np.float64), (n,)).tolist()
+        names = self.decisions.action_names().tolist()
+        scores = self.scores.astype(np.float64).tolist()
         d = self.decisions
+        loss = d.expected_fraud_loss.astype(np.float64).tolist()
+        review = d.review_cost.astype(np.float64).tolist()
+        friction = d.friction_cost.astype(np.float64).tolist()
+        decided_at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        compute = self.compute_usd_per_transaction
+        version = self.model_version
         return [
             {
                 "transaction_id": ids[i],
                 "bank_id": banks[i],
-                "score": float(self.scores[i]),
+                "score": scores[i],
                 "action": names[i],
                 "reasons": self.reasons[i],
-                "model_version": self.model_version,
+                "model_version": version,
                 "rule": d.rule[i],
                 "degraded": False,
                 "cost": {
-                    "expected_fraud_loss": float(d.expected_fraud_loss[i]),
-                    "review_cost": float(d.review_cost[i]),
-                    "friction_cost": float(d.friction_cost[i]),
-                    "compute_usd": self.compute_usd_per_transaction,
+                    "expected_fraud_loss": loss[i],
+                    "review_cost": review[i],
+                    "friction_cost": friction[i],
+                    "compute_usd": compute,
                 },
-                "latency_ms": float(latency[i]),
+                "latency_ms": latency[i],
                 "decided_at": decided_at,
             }
             for i in range(n)

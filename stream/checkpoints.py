@@ -57,6 +57,7 @@ class CheckpointStore:
         return sorted(self.directory.glob("checkpoint-*.npz"), reverse=True)
 
     def save(self, positions: dict[SourceId, int], engine: bytes, label_index: pa.Table) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)  # an operator may have wiped it
         paths = self.paths()
         sequence = int(paths[0].stem.split("-")[1]) + 1 if paths else 1
         header = {

@@ -57,9 +57,14 @@ class LabelIndex:
             _column(transactions, "terminal_id"),
             strict=True,
         )
-        for tx_id, stamp, keys in zip(ids, stamps, columns, strict=True):
-            self._remember(tx_id, keys)
-            self._order.append((stamp, tx_id, keys))
+        keys = list(columns)
+        known = self._keys
+        if len(set(ids)) == len(ids) and known.keys().isdisjoint(ids):
+            known.update(zip(ids, keys, strict=True))  # the usual case, at C speed
+        else:
+            for tx_id, key in zip(ids, keys, strict=True):
+                self._remember(tx_id, key)
+        self._order.extend(zip(stamps, ids, keys, strict=True))
 
     def _remember(self, tx_id: str, keys: Keys) -> None:
         known = self._keys.get(tx_id)

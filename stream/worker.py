@@ -491,7 +491,7 @@ class Worker:
             self._recent = features[-self.config.canary_rows :]
 
         decide = self._undecided(step.partitions, step.offsets)
-        records: list[tuple[str, OutRecord]] = []
+        outputs: list[tuple[str, list[OutRecord]]] = []
         decided_arrivals = np.empty(0)
         if decide.size:
             started = time.perf_counter()
@@ -503,15 +503,18 @@ class Worker:
             )
             decided_arrivals = step.arrived_ms[decide].astype(np.float64)
             latency = np.maximum(time.time() * 1000.0 - decided_arrivals, 0.0)
-            records += [(self.topics.decisions, r) for r in decision_records(scored, latency)]
-            records += [(self.topics.feature_log, r) for r in feature_log_records(scored)]
+            outputs.append((self.topics.decisions, decision_records(scored, latency)))
+            outputs.append((self.topics.feature_log, feature_log_records(scored)))
             self.metrics.stage.labels(stage="decide").observe(time.perf_counter() - started)
             self._count_decisions(scored)
         dead = [r for r in step.rejected if self._owns_undecided(r.source, r.offset)]
-        records += [(self.topics.transactions_dlq, _dead_letter(r, self.topics)) for r in dead]
+        if dead:
+            outputs.append(
+                (self.topics.transactions_dlq, [_dead_letter(r, self.topics) for r in dead])
+            )
         offsets = self._offsets_to_commit(step)
-        if records or offsets:
-            self._commit(records, offsets)
+        if outputs or offsets:
+            self._commit(outputs, offsets)
         if decide.size:
             now = time.time()
             for arrival in decided_arrivals:
@@ -546,13 +549,13 @@ class Worker:
             and offset > self.committed[sid.partition]
         }
 
-    def _commit(self, records: list[tuple[str, OutRecord]], offsets: dict[int, int]) -> None:
+    def _commit(self, outputs: list[tuple[str, list[OutRecord]]], offsets: dict[int, int]) -> None:
         started = time.perf_counter()
         producer = self._producer
         try:
             producer.begin_transaction()
-            for topic, record in records:
-                self._produce(topic, record)
+            for topic, records in outputs:
+                self._produce(topic, records)
             self.metrics.stage.labels(stage="produce").observe(time.perf_counter() - started)
             started = time.perf_counter()
             if offsets:
@@ -576,15 +579,15 @@ class Worker:
         self.committed.update(offsets)
         self.metrics.stage.labels(stage="commit").observe(time.perf_counter() - started)
 
-    def _produce(self, topic: str, record: OutRecord) -> None:
-        while True:
-            try:
-                self._producer.produce(
-                    topic, value=record.value, key=record.key, headers=record.headers or None
-                )
-                return
-            except BufferError:  # local queue full: let librdkafka send some
-                self._producer.poll(0.05)
+    def _produce(self, topic: str, records: list[OutRecord]) -> None:
+        produce = self._producer.produce
+        for key, value, headers in records:
+            while True:
+                try:
+                    produce(topic, value, key, headers=headers)
+                    break
+                except BufferError:  # local queue full: let librdkafka send some
+                    self._producer.poll(0.05)
 
     def _count_decisions(self, scored: Any) -> None:
         banks = [b or "" for b in scored.transactions.column("bank_id").to_pylist()]
