@@ -9,7 +9,7 @@ offline replay computes features for the whole log first and hands each window t
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -46,6 +46,7 @@ class ScoredBatch:
     model_version: str
     cpu_seconds: float  # CPU time spent deciding this batch (features included when computed)
     compute_usd_per_transaction: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # wall time: model, reasons
 
     def records(self, *, latency_ms: float | np.ndarray = 0.0) -> list[dict[str, Any]]:
         """Decision records (DESIGN.md §2), one per transaction, in batch order."""
@@ -125,17 +126,21 @@ class BatchScorer:
     ) -> ScoredBatch:
         """Decide transactions whose features are known."""
         started = time.process_time()
+        wall = time.perf_counter()
         model = self.model  # one model for the whole batch, even if swapped meanwhile
         scores = np.asarray(model.score_many(np.ascontiguousarray(features)), dtype=np.float64)
         decisions = self.policy.decide_many(transactions, scores)
         reasons: list[list[dict[str, Any]]] = [[] for _ in range(transactions.num_rows)]
         flagged = np.flatnonzero(decisions.action != APPROVE)
+        stages = {"model": time.perf_counter() - wall}
+        wall = time.perf_counter()
         if flagged.size:
             explained = top_reasons(
                 model.booster, features[flagged], model.feature_names, k=self.max_reasons
             )
             for row, row_reasons in zip(flagged.tolist(), explained, strict=True):
                 reasons[row] = row_reasons
+        stages["reasons"] = time.perf_counter() - wall
         cpu = cpu_already + time.process_time() - started
         n = max(transactions.num_rows, 1)
         return ScoredBatch(
@@ -147,4 +152,5 @@ class BatchScorer:
             model_version=model.version,
             cpu_seconds=cpu,
             compute_usd_per_transaction=cpu / n * self.cpu_second_usd,
+            stage_seconds=stages,
         )

@@ -133,16 +133,23 @@ class StreamSettings(BaseModel):
     state_dir: Path = Field(
         default=DEFAULT_HOME / "worker-state", description="Where state checkpoints are kept."
     )
-    batch_max: int = Field(default=5000, ge=1, description="Most messages taken per poll.")
     poll_timeout_ms: float = Field(
-        default=20.0, gt=0, description="Longest wait for messages before the loop moves on."
+        default=5.0, gt=0, description="Longest wait for messages before the loop moves on."
     )
+    batch_max: int = Field(default=20_000, ge=1, description="Most messages taken per poll.")
     source_idle_ms: float = Field(
-        default=250.0,
+        default=50.0,
         ge=0,
-        description="A caught-up partition that delivered nothing for this long stops holding "
-        "the event-time watermark back. Larger: online == offline even under producer stalls; "
-        "smaller: lower latency when partitions are quiet.",
+        description="A caught-up transactions partition that delivered nothing for this long "
+        "stops holding the event-time watermark back. Larger: online == offline even when a "
+        "producer stalls; smaller: lower latency when partitions are quiet.",
+    )
+    label_idle_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description="The same for labels partitions. Labels are sparse; 0 (a caught-up labels "
+        "partition never holds decisions back) keeps them from adding latency, at the price "
+        "of applying a label that arrives after its second has closed a little late.",
     )
     checkpoint_interval_s: float = Field(
         default=30.0, gt=0, description="Seconds between state checkpoints."

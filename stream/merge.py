@@ -8,8 +8,9 @@ transactions of the open bucket are scored as soon as they arrive; that keeps la
 
 The merge is deterministic: what it hands out, and when a partition's events are released, depends
 only on the partitions' contents, except for one rule that needs the wall clock: a partition that is
-caught up and has delivered nothing for ``idle_ms`` stops holding the watermark back. An event that
-reaches the merge after its bucket was released is *late*; it is applied at once and counted.
+caught up and has delivered nothing for ``idle_ms`` (``label_idle_ms`` for labels partitions) stops
+holding the watermark back. An event that reaches the merge after its bucket was released is *late*;
+it is applied at once and counted.
 
 No Kafka here: the worker feeds decoded chunks in and takes ready steps out (unit-testable).
 """
@@ -125,8 +126,15 @@ class Step:
 
 
 class EventTimeMerge:
-    def __init__(self, idle_ms: float, bucket_ms: int = ENTITY_BUCKET_MS) -> None:
+    def __init__(
+        self,
+        idle_ms: float,
+        bucket_ms: int = ENTITY_BUCKET_MS,
+        *,
+        label_idle_ms: float | None = None,
+    ) -> None:
         self.idle_s = idle_ms / 1000.0
+        self.label_idle_s = self.idle_s if label_idle_ms is None else label_idle_ms / 1000.0
         self.bucket_ms = bucket_ms
         self.sources: dict[SourceId, Source] = {}
         self.released_bucket = NEVER  # highest bucket whose events were released
@@ -172,8 +180,13 @@ class EventTimeMerge:
         """Every source has delivered all its events of buckets below this one."""
         now = time.monotonic() if now is None else now
         return min(
-            (ALWAYS if s.idle(now, self.idle_s) else s.frontier for s in self.sources.values()),
+            (ALWAYS if self._idle(s, now) else s.frontier for s in self.sources.values()),
             default=NEVER,
+        )
+
+    def _idle(self, source: Source, now: float) -> bool:
+        return source.idle(
+            now, self.idle_s if source.id.kind == TRANSACTIONS else self.label_idle_s
         )
 
     def take_ready(self, now: float | None = None) -> Step:

@@ -12,7 +12,7 @@ STAGE_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 )  # fmt: skip
 BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000)
-STAGES = ("decode", "features", "model", "decide", "produce", "commit")
+STAGES = ("decode", "features", "model", "reasons", "encode", "produce", "commit")
 
 
 class WorkerMetrics:

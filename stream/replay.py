@@ -101,11 +101,13 @@ def replay(
     first_event = int(tx_time[0]) if len(tx_time) else 0
     next_label = 0
     n = transactions.num_rows
-    for start in range(0, n, CHUNK):
-        chunk = transactions.slice(start, CHUNK)
+    # Paced replays send small chunks (10 ms of traffic) so that pacing does not come in bursts.
+    step = CHUNK if rate is None else int(min(CHUNK, max(1, rate / 100)))
+    for start in range(0, n, step):
+        chunk = transactions.slice(start, step)
         values = encode_transactions(chunk)
         keys = chunk["card_id"].to_pylist()
-        chunk_end_time = int(tx_time[min(start + CHUNK, n) - 1])
+        chunk_end_time = int(tx_time[min(start + step, n) - 1])
         # labels the bank learned before this chunk's last transaction go out first
         label_stop = int(np.searchsorted(label_time, chunk_end_time, side="left"))
         if labels is not None and label_stop > next_label:

@@ -108,7 +108,9 @@ class Worker:
         self.engine = FeatureEngine()
         self.retention_ms = int(self.config.label_index_days * DAY_MS)
         self.index = LabelIndex(self.retention_ms)
-        self.merge = EventTimeMerge(self.config.source_idle_ms)
+        self.merge = EventTimeMerge(
+            self.config.source_idle_ms, label_idle_ms=self.config.label_idle_ms
+        )
         self.checkpoints = CheckpointStore(
             Path(self.config.state_dir) / self.instance,
             keep=self.config.checkpoints_kept,
@@ -139,6 +141,11 @@ class Worker:
 
     def stop(self, *_: object) -> None:
         self._running = False
+
+    @property
+    def ready(self) -> bool:
+        """State restored, model loaded, deciding (what /readyz reports)."""
+        return self._ready
 
     def run(self, *, max_seconds: float | None = None) -> WorkerStats:
         """Serve until SIGTERM/SIGINT (or ``max_seconds``); returns what was done."""
@@ -494,18 +501,20 @@ class Worker:
         outputs: list[tuple[str, list[OutRecord]]] = []
         decided_arrivals = np.empty(0)
         if decide.size:
-            started = time.perf_counter()
             batch = tx.take(pa.array(decide))
             scored = self.scorer.decide(
                 batch,
                 features[decide],
                 cpu_already=features_cpu * decide.size / max(tx.num_rows, 1),
             )
+            for stage, seconds in scored.stage_seconds.items():
+                self.metrics.stage.labels(stage=stage).observe(seconds)
+            started = time.perf_counter()
             decided_arrivals = step.arrived_ms[decide].astype(np.float64)
             latency = np.maximum(time.time() * 1000.0 - decided_arrivals, 0.0)
             outputs.append((self.topics.decisions, decision_records(scored, latency)))
             outputs.append((self.topics.feature_log, feature_log_records(scored)))
-            self.metrics.stage.labels(stage="decide").observe(time.perf_counter() - started)
+            self.metrics.stage.labels(stage="encode").observe(time.perf_counter() - started)
             self._count_decisions(scored)
         dead = [r for r in step.rejected if self._owns_undecided(r.source, r.offset)]
         if dead:

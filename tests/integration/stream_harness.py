@@ -25,6 +25,7 @@ from stream.topics import TopicNames
 # (see docs/stream.md, "Watermark and idle partitions"); 3 s is far above any producer pause here.
 TEST_ENV = {
     "FRAUD_STREAM__SOURCE_IDLE_MS": "3000",
+    "FRAUD_STREAM__LABEL_IDLE_MS": "3000",
     "FRAUD_STREAM__SESSION_TIMEOUT_MS": "6000",
     "FRAUD_STREAM__CHECKPOINT_INTERVAL_S": "2",
     "FRAUD_STREAM__BATCH_MAX": "2000",
