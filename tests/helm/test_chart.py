@@ -65,6 +65,13 @@ ALL_FEATURES: dict[str, Any] = {
         "scoring": {"review_cost": 3.5, "model_ref": "challenger"},
         "api": {"max_body_bytes": 2_000_000},
         "training": {"retrain_every_labels": 12_345},
+        "stream": {
+            "group_id": "test.workers",
+            "batch_max": 2_000,
+            "source_idle_ms": 1_000.0,
+            "checkpoint_interval_s": 12.5,
+            "session_timeout_ms": 45_000,
+        },
     },
     "kafka": {"sasl": {"password": "sasl-secret"}, "tls": {"caSecret": "kafka-ca"}},
     "secrets": {
@@ -266,7 +273,7 @@ def any_render(request: pytest.FixtureRequest) -> Iterator[Render]:
 # ------------------------------------------------------------------------------------------------
 
 COMPONENT_PORTS = {"api": 8000, "worker": 8001, "trainer": 8002}
-SETTINGS_SECTIONS = ("kafka", "scoring", "api", "training")
+SETTINGS_SECTIONS = ("kafka", "scoring", "api", "training", "stream")
 #: Settings fields the chart sets itself (not values under `settings`), and why.
 CHART_MANAGED = {
     ("kafka", "sasl_password"): "secret: kafka.sasl",
@@ -277,6 +284,10 @@ CHART_MANAGED = {
     ("api", "port"): "8000, the port of the Service and probes",
     ("api", "api_keys"): "secret: secrets.*",
     ("api", "tokenization_key"): "secret: secrets.*",
+    ("stream", "instance_id"): "the pod name (downward API): stable per StatefulSet ordinal",
+    ("stream", "state_dir"): "/var/lib/fraudstream/state, the worker's state volume",
+    ("stream", "http_host"): "0.0.0.0 in a pod",
+    ("stream", "http_port"): "8001, the port of the worker's probes and ServiceMonitor",
 }
 #: Settings fields that have no meaning on Kubernetes (the local broker of `fraudstream kafka up`).
 NOT_IN_CHART = {
@@ -352,7 +363,8 @@ def label_selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> 
 
 def container_env(result: Render, container: dict[str, Any]) -> dict[str, str]:
     """The environment a container starts with: envFrom ConfigMaps, then env (secrets resolved
-    from the chart's Secret when it holds them, else a placeholder naming the secret)."""
+    from the chart's Secret when it holds them, else a placeholder naming the secret; downward-API
+    fields as a placeholder naming the field)."""
     import base64
 
     env: dict[str, str] = {}
@@ -370,6 +382,8 @@ def container_env(result: Render, container: dict[str, Any]) -> dict[str, str]:
                 env[entry["name"]] = base64.b64decode(data[ref["key"]]).decode()
             else:
                 env[entry["name"]] = f"<secret {ref['name']}/{ref['key']}>"
+        elif "fieldRef" in entry.get("valueFrom", {}):
+            env[entry["name"]] = f"<field {entry['valueFrom']['fieldRef']['fieldPath']}>"
     return env
 
 
@@ -817,6 +831,12 @@ def test_rendered_env_parses_into_the_settings_the_values_asked_for(
                 )
         assert str(settings.scoring.registry) == "/var/lib/fraudstream/registry"
         assert (settings.api.host, settings.api.port) == ("0.0.0.0", 8000)
+        assert str(settings.stream.state_dir) == "/var/lib/fraudstream/state"
+        assert (settings.stream.http_host, settings.stream.http_port) == ("0.0.0.0", 8001)
+        if component(workload) == "worker":  # its pod name, from the downward API
+            assert settings.stream.instance_id == "<field metadata.name>"
+        else:
+            assert settings.stream.instance_id is None
         if component(workload) == "api":
             assert settings.api.api_keys is not None and settings.api.tokenization_key is not None
             if "<secret" not in settings.api.api_keys.get_secret_value():
@@ -891,6 +911,57 @@ def test_worker_statefulset_state_and_replicas(
             )
         else:
             assert not claims and "emptyDir" in volumes["state"]
+
+
+def test_worker_runs_the_stream_worker_with_its_real_settings(any_render: Render) -> None:
+    """`fraudstream worker` gets its identity, state dir and port as FRAUD_STREAM__* settings."""
+    statefulset = any_render.one("StatefulSet")
+    container = main_container(statefulset)
+    assert container["args"] == ["worker"]
+    instance = [e for e in container["env"] if e["name"] == "FRAUD_STREAM__INSTANCE_ID"]
+    assert instance == [
+        {
+            "name": "FRAUD_STREAM__INSTANCE_ID",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+        }
+    ], "static group membership, transactional id and checkpoint folder: the stable pod name"
+    env = container_env(any_render, container)
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert env["FRAUD_STREAM__STATE_DIR"] == mounts["state"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert int(env["FRAUD_STREAM__HTTP_PORT"]) == ports["http"] == COMPONENT_PORTS["worker"]
+    assert env["FRAUD_STREAM__HTTP_HOST"] == "0.0.0.0"
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    # SIGTERM: finish the batch (its Kafka transaction times out after 60 s), checkpoint, close.
+    assert statefulset["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 90
+    # Only the worker has an identity; the other pods must not pretend to be one.
+    for workload in any_render.workloads():
+        if component(workload) != "worker":
+            names = {e["name"] for e in main_container(workload).get("env", [])}
+            assert "FRAUD_STREAM__INSTANCE_ID" not in names, workload["metadata"]["name"]
+
+
+def test_every_fraud_variable_is_a_setting(any_render: Render) -> None:
+    """No invented variables: every FRAUD_<SECTION>__<FIELD> a pod gets is a field of
+    scoring/settings.py (or one the chart sets for a contract listed in CHART_MANAGED)."""
+    from scoring.settings import Settings
+
+    settings = Settings()
+    fields = {
+        (section, name)
+        for section in type(settings).model_fields
+        for name in type(getattr(settings, section)).model_fields
+    }
+    for workload in any_render.workloads():
+        for name in container_env(any_render, main_container(workload)):
+            if not name.startswith("FRAUD_"):
+                continue
+            section, _, rest = name.removeprefix("FRAUD_").lower().partition("__")
+            key = (section, rest.split("__")[0])
+            assert key in fields or key in CHART_MANAGED, (
+                f"{workload['metadata']['name']}: {name} is not a setting"
+            )
 
 
 def test_checksum_annotations_roll_pods_on_config_and_secret_changes(
@@ -999,14 +1070,24 @@ BAD_VALUES = [
         id="bad-enum",
     ),
     pytest.param(
-        (*DEV, "--set", "worker.replicaCount=4"),
-        ["worker.replicaCount (4)", "settings.kafka.partitions (3)"],
-        id="workers-exceed-partitions",
+        (*DEV, "--set", "worker.replicaCount=7"),
+        ["worker.replicaCount (7)", "twice settings.kafka.partitions (3)", "hot standbys"],
+        id="more-standbys-than-partitions",
     ),
     pytest.param(
-        (*PROD, "--set", "worker.replicaCount=5"),
-        ["worker.replicaCount (5)", "settings.kafka.partitions (3)"],
-        id="workers-exceed-partitions-prod",
+        (*PROD, "--set", "worker.replicaCount=8"),
+        ["worker.replicaCount (8)", "twice settings.kafka.partitions (3)"],
+        id="more-standbys-than-partitions-prod",
+    ),
+    pytest.param(
+        (*DEV, "--set", "settings.stream.batch_max=0"),
+        ["at '/settings/stream/batch_max'"],
+        id="stream-batch-max-zero",
+    ),
+    pytest.param(
+        (*DEV, "--set", "settings.stream.instance_id=worker-a"),
+        ["at '/settings/stream'", "'instance_id'"],
+        id="stream-instance-id-is-chart-managed",
     ),
     pytest.param(
         (*PROD, "--set", "secrets.existingSecret="),
@@ -1157,10 +1238,86 @@ def test_metrics_md_lists_the_contract() -> None:
         "fraudstream_trainer_promotions_total",
         "fraudstream_trainer_refusals_total",
         "fraudstream_model_integrity_failures_total",
+        # the stream worker's own (stream/metrics.py)
+        "fraudstream_stream_state_events_total",
+        "fraudstream_stream_batch_size",
+        "fraudstream_stream_rejected_labels_total",
+        "fraudstream_stream_unmatched_labels_total",
+        "fraudstream_stream_late_events_total",
+        "fraudstream_stream_watermark_timestamp_seconds",
+        "fraudstream_model_swaps_total",
+        "fraudstream_stream_cpu_seconds_total",
+        "fraudstream_stream_checkpoints_total",
+        "fraudstream_stream_restores_total",
     }
     for name, kind in metrics.items():
         assert kind in ("counter", "gauge", "histogram")
         assert name.endswith("_total") == (kind == "counter"), name
+
+
+#: Documented as exported by the worker, not exported by stream/metrics.py yet.
+WORKER_METRICS_PLANNED = {"fraudstream_drift_psi"}
+
+
+def metrics_md_rows() -> dict[str, dict[str, str]]:
+    """name -> {type, labels, exporters, meaning} from the table of METRICS.md."""
+    rows: dict[str, dict[str, str]] = {}
+    for line in (CHART / "METRICS.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0].startswith("`fraudstream_"):
+            name, kind, labels, exporters, meaning = cells
+            rows[name.strip("`")] = {
+                "type": kind.split()[0],
+                "labels": labels,
+                "exporters": exporters,
+                "meaning": meaning,
+            }
+    return rows
+
+
+def documented_labels(cell: str) -> set[str]:
+    """Label names of a METRICS.md labels cell: the backticked words outside parentheses."""
+    import re
+
+    depth, outside = 0, []
+    for char in cell:
+        depth += char == "("
+        if depth == 0:
+            outside.append(char)
+        depth -= char == ")"
+    return set(re.findall(r"`([a-z_]+)`", "".join(outside)))
+
+
+def test_worker_metrics_match_metrics_md() -> None:
+    """What stream/metrics.py registers is what METRICS.md says the worker exports: names, types,
+    labels; and the stage label values are stream/metrics.py's STAGES."""
+    import re
+
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from stream.metrics import STAGES, WorkerMetrics
+
+    exported: dict[str, tuple[str, set[str]]] = {}
+    for metric in vars(WorkerMetrics()).values():
+        if isinstance(metric, MetricWrapperBase):
+            (family,) = metric.describe()
+            name = family.name + ("_total" if family.type == "counter" else "")
+            exported[name] = (family.type, set(metric._labelnames))
+    rows = metrics_md_rows()
+    documented = {name for name, row in rows.items() if "worker" in row["exporters"].split(" (")[0]}
+    assert set(exported) == documented - WORKER_METRICS_PLANNED, (
+        f"only in stream/metrics.py: {set(exported) - documented}; "
+        f"only in METRICS.md: {documented - WORKER_METRICS_PLANNED - set(exported)}"
+    )
+    for name, (kind, labels) in exported.items():
+        assert rows[name]["type"] == kind, name
+        assert documented_labels(rows[name]["labels"]) == labels, name
+    for name in WORKER_METRICS_PLANNED:
+        assert "not exported yet" in rows[name]["exporters"], name
+    stage_cell = rows["fraudstream_stream_stage_duration_seconds"]["labels"]
+    assert re.findall(r"`([a-z_]+)`", stage_cell)[1:] == list(STAGES)
+    source = (REPO / "stream" / "worker.py").read_text()
+    assert set(re.findall(r'stage\.labels\(stage="([a-z_]+)"\)', source)) <= set(STAGES)
 
 
 def test_dashboard_is_valid_json_and_queries_only_documented_metrics() -> None:
@@ -1201,6 +1358,11 @@ REQUIRED_ALERTS = {
     "FraudstreamFeatureDrift": {"fraudstream_drift_psi"},
     "FraudstreamTrainerStale": {"fraudstream_trainer_last_success_timestamp_seconds"},
     "FraudstreamModelIntegrityFailure": {"fraudstream_model_integrity_failures_total"},
+    "FraudstreamLateEvents": {
+        "fraudstream_stream_late_events_total",
+        "fraudstream_stream_state_events_total",
+    },
+    "FraudstreamStateRebuilt": {"fraudstream_stream_restores_total"},
 }
 
 
@@ -1233,9 +1395,14 @@ def test_alert_thresholds_come_from_values(render: Callable[..., Render]) -> Non
             # --set reads 0.3 as a string (helm parses only integers); --set-json keeps the number.
             "--set-json", "metrics.prometheusRule.driftPsi=0.3",
             "--set", "metrics.prometheusRule.trainerStalenessSeconds=7200",
+            "--set-json", "metrics.prometheusRule.lateEventRatio=0.02",
         )
     )  # fmt: skip
     rules = alert_rules(result)
+    assert rules["FraudstreamLateEvents"]["expr"].strip().endswith("> 0.02")
+    rebuilt = rules["FraudstreamStateRebuilt"]["expr"]
+    # a rebuild at process start creates its series at 1: increase() alone would never see it
+    assert 'source="rebuild"' in rebuilt and "unless" in rebuilt and "offset 30m" in rebuilt
     assert rules["FraudstreamConsumerLagHigh"]["expr"].strip().endswith("> 1234")
     assert rules["FraudstreamFeatureDrift"]["expr"].strip().endswith("> 0.3")
     assert rules["FraudstreamTrainerStale"]["expr"].strip().endswith("> 7200")
@@ -1345,8 +1512,11 @@ def test_notes_tell_the_operator_how_to_reach_the_api(
     assert f"port-forward svc/{RELEASE}-fraudstream-api 8000:8000" in dev
     assert f"helm test {RELEASE}" in dev
     assert "WARNING: global.development=true" in dev and "fraudstream-dev-key" in dev
+    assert "1 for 3 partition(s): 1 deciding; checkpoints on PVCs" in dev
     prod = notes(*PROD)
     assert "https://fraud-api.example.com/v1/" in prod and "WARNING" not in prod
+    standbys = notes(*DEV, "--set", "worker.replicaCount=5")  # more workers than partitions: fine
+    assert "5 for 3 partition(s): 3 deciding, 2 hot standby" in standbys
 
 
 # ------------------------------------------------------------------------------------------------

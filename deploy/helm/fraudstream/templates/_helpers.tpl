@@ -233,12 +233,13 @@ so 1000000 would print as 1e+06 (not an int to pydantic); integral floats print 
 
 {{/*
 FRAUD_<SECTION>__<FIELD>: value for every settings section, then what the chart itself decides
-(listen address and port, registry location, CA path). null settings are left out: the code's
-default applies.
+(listen addresses and ports, registry location, worker state path, CA path). null settings are left
+out: the code's default applies. The worker's instance id is per pod: fraudstream.podTemplate sets
+FRAUD_STREAM__INSTANCE_ID from the pod name.
 */}}
 {{- define "fraudstream.settingsEnv" -}}
 {{- $env := dict -}}
-{{- range $section := list "kafka" "scoring" "api" "training" -}}
+{{- range $section := list "kafka" "scoring" "api" "training" "stream" -}}
 {{- $fields := index $.Values.settings $section | default dict -}}
 {{- range $field, $value := $fields -}}
 {{- if not (kindIs "invalid" $value) -}}
@@ -249,6 +250,11 @@ default applies.
 {{- /* The API listens on every interface of the pod, on the port its Service and probes use. */ -}}
 {{- $_ := set $env "FRAUD_API__HOST" "0.0.0.0" -}}
 {{- $_ := set $env "FRAUD_API__PORT" (include "fraudstream.port" "api") -}}
+{{- /* The worker: /metrics, /healthz, /readyz on the port of its probes and the ServiceMonitor;
+checkpoints on its state volume (in a folder named after its instance id, the pod name). */ -}}
+{{- $_ := set $env "FRAUD_STREAM__HTTP_HOST" "0.0.0.0" -}}
+{{- $_ := set $env "FRAUD_STREAM__HTTP_PORT" (include "fraudstream.port" "worker") -}}
+{{- $_ := set $env "FRAUD_STREAM__STATE_DIR" (include "fraudstream.statePath" .) -}}
 {{- $_ := set $env "FRAUD_SCORING__REGISTRY" (include "fraudstream.registryPath" .) -}}
 {{- if eq .Values.registry.type "s3" -}}
 {{- $s3 := .Values.registry.s3 -}}
@@ -343,6 +349,14 @@ spec:
           valueFrom:
             fieldRef:
               fieldPath: metadata.namespace
+        {{- if eq $component "worker" }}
+        {{- /* <release>-fraudstream-worker-N, stable across restarts: the static group member id
+        (group.instance.id), the transactional id suffix and the checkpoint folder. */}}
+        - name: FRAUD_STREAM__INSTANCE_ID
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
+        {{- end }}
         {{- with (include "fraudstream.secretEnv" (dict "context" $ "component" $component) | trim) }}
         {{- . | nindent 8 }}
         {{- end }}
@@ -456,13 +470,20 @@ Validation: every mistake is collected, then the render fails once, listing all 
 {{- end -}}
 {{- end -}}
 
+{{- /*
+Every worker reads every partition and keeps the whole feature state; the group shares out which
+partitions each one decides. Workers beyond the partition count are hot standbys that take over on a
+failure. More standbys than partitions buys nothing but cost: each one is a full copy of the state
+and of the input traffic.
+*/ -}}
 {{- define "fraudstream.validateValues.workers" -}}
 {{- $replicas := int .Values.worker.replicaCount -}}
 {{- $partitions := int .Values.settings.kafka.partitions -}}
-{{- if gt $replicas $partitions -}}
+{{- if gt $replicas (mul 2 $partitions) -}}
 fraudstream: worker.replicaCount
-    worker.replicaCount ({{ $replicas }}) must not exceed settings.kafka.partitions ({{ $partitions }}):
-    workers share the partitions of the transactions topic, so extra workers would sit idle.
+    worker.replicaCount ({{ $replicas }}) must not exceed twice settings.kafka.partitions ({{ $partitions }}):
+    at most {{ $partitions }} workers decide; the others are hot standbys, each reading all the input
+    and holding the whole state. More standbys than partitions add cost, not availability.
     Lower worker.replicaCount or raise settings.kafka.partitions (and the topics' partitions).
 {{- end -}}
 {{- end -}}
