@@ -131,6 +131,7 @@ class Worker:
         self._last_checkpoint = time.monotonic()
         self._recent = np.empty((0, catalog.NUM_FEATURES))
         self._highs_checked: dict[SourceId, float] = {}
+        self._late_reported = 0
         self._partitions: dict[str, int] = {}
         self._membership: Any = None
         self._data: Any = None
@@ -529,9 +530,12 @@ class Worker:
             for arrival in decided_arrivals:
                 self.metrics.end_to_end.observe(max(now - arrival / 1000.0, 0.0))
             self.metrics.batch_size.observe(decide.size)
-            self.metrics.events.labels(direction="in").inc(decide.size + len(dead))
             self.metrics.events.labels(direction="out").inc(decide.size)
+        self.metrics.events.labels(direction="in").inc(decide.size + len(dead))
         self.metrics.dlq.inc(len(dead))
+        if self.merge.late > self._late_reported:
+            self.metrics.late.inc(self.merge.late - self._late_reported)
+            self._late_reported = self.merge.late
         self.stats.dead_letters += len(dead)
 
     def _undecided(self, partitions: np.ndarray, offsets: np.ndarray) -> np.ndarray:

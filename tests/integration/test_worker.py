@@ -133,7 +133,7 @@ def _uninterrupted(world: World, stack: Stack) -> dict[str, dict[str, Any]]:
     assert _metric(metrics, "fraudstream_stream_dlq_total") == 0
     assert _metric(metrics, "fraudstream_model_info", version=world.champion) == 1
     assert _metric(metrics, "fraudstream_stream_end_to_end_latency_seconds_count") == len(world.ids)
-    for stage in ("decode", "features", "decide", "produce", "commit"):
+    for stage in ("decode", "features", "model", "reasons", "encode", "produce", "commit"):
         assert _metric(metrics, "fraudstream_stream_stage_duration_seconds_count", stage=stage) > 0
     assert _metric(metrics, "fraudstream_stream_cpu_seconds_total") > 0
     return decided
