@@ -66,5 +66,6 @@ class StatusServer:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for serve_forever: only if it runs
+            self._server.shutdown()
         self._server.server_close()

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,9 @@ import pyarrow as pa
 from stream.merge import SourceId
 
 FORMAT = 1
+log = logging.getLogger("fraudstream.worker")
+# What reading a truncated, emptied or corrupted checkpoint raises.
+_DAMAGED = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, pa.ArrowInvalid)
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,7 @@ class CheckpointStore:
         try:
             with np.load(path, allow_pickle=False) as arrays:
                 header: dict[str, object] = json.loads(arrays["header"].tobytes())
-        except (OSError, ValueError, KeyError):
+        except _DAMAGED:
             return None  # unreadable: skip it, an older one (or a rebuild) will do
         if header.get("format") != FORMAT or header.get("identity") != self.identity:
             return None
@@ -108,9 +113,13 @@ class CheckpointStore:
             positions = {SourceId(kind, int(p)): int(offset) for kind, p, offset in raw}
             if not acceptable(positions):
                 continue
-            with np.load(path, allow_pickle=False) as arrays:
-                engine = arrays["engine"].tobytes()
-                index = pa.ipc.open_stream(arrays["label_index"].tobytes()).read_all()
+            try:
+                with np.load(path, allow_pickle=False) as arrays:
+                    engine = arrays["engine"].tobytes()
+                    index = pa.ipc.open_stream(arrays["label_index"].tobytes()).read_all()
+            except _DAMAGED as exc:  # e.g. a disk that lost the file's tail: use an older one
+                log.warning("checkpoint %s is damaged (%s); trying an older one", path.name, exc)
+                continue
             created = header["created_at"]
             assert isinstance(created, float)
             return Checkpoint(path, positions, created, engine, index)

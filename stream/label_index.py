@@ -47,7 +47,10 @@ class LabelIndex:
     def __len__(self) -> int:
         return len(self._order)
 
-    def add(self, transactions: pa.Table) -> None:
+    def add(self, transactions: pa.Table) -> np.ndarray:
+        """Remember the transactions' keys. Returns a mask of the rows this index already knew
+        (same bank and transaction id): resent transactions, which must not be decided or
+        counted again. Only the first of them is remembered."""
         ids = transactions.column("transaction_id").to_pylist()
         stamps = transactions.column("timestamp").cast(TIMESTAMP).cast(pa.int64()).to_pylist()
         columns = zip(
@@ -59,12 +62,25 @@ class LabelIndex:
         )
         keys = list(columns)
         known = self._keys
+        seen = np.zeros(len(ids), dtype=bool)
         if len(set(ids)) == len(ids) and known.keys().isdisjoint(ids):
             known.update(zip(ids, keys, strict=True))  # the usual case, at C speed
-        else:
-            for tx_id, key in zip(ids, keys, strict=True):
-                self._remember(tx_id, key)
-        self._order.extend(zip(stamps, ids, keys, strict=True))
+            self._order.extend(zip(stamps, ids, keys, strict=True))
+            return seen
+        for i, (stamp, tx_id, key) in enumerate(zip(stamps, ids, keys, strict=True)):
+            if self._same_bank(tx_id, key[0]):
+                seen[i] = True
+                continue
+            self._remember(tx_id, key)
+            self._order.append((stamp, tx_id, key))
+        return seen
+
+    def _same_bank(self, tx_id: str, bank: str | None) -> bool:
+        known = self._keys.get(tx_id)
+        if known is None:
+            return False
+        candidates = known if isinstance(known, list) else [known]
+        return any(k[0] == bank for k in candidates)
 
     def _remember(self, tx_id: str, keys: Keys) -> None:
         known = self._keys.get(tx_id)

@@ -138,6 +138,7 @@ class EventTimeMerge:
         self.bucket_ms = bucket_ms
         self.sources: dict[SourceId, Source] = {}
         self.released_bucket = NEVER  # highest bucket whose events were released
+        self.closed_bucket = NEVER  # highest bucket of a released label
         self.late = 0
 
     def add_source(self, source_id: SourceId, next_offset: int) -> None:
@@ -148,6 +149,7 @@ class EventTimeMerge:
         for source_id in list(self.sources):
             self.add_source(source_id, positions.get(source_id, 0))
         self.released_bucket = NEVER
+        self.closed_bucket = NEVER
 
     def positions(self) -> dict[SourceId, int]:
         return {sid: s.processed_next for sid, s in self.sources.items()}
@@ -167,7 +169,12 @@ class EventTimeMerge:
         message before them, so they are released, and dead-lettered, in their place."""
         source = self.sources[source_id]
         own = np.where(rows >= 0, event_ms // self.bucket_ms, NEVER)
-        self.late += int(np.count_nonzero((rows >= 0) & (own < self.released_bucket)))
+        # Late: a later second's events were applied already, or (transactions) the second's
+        # labels were, which take effect at its end.
+        late = own < self.released_bucket
+        if source_id.kind == TRANSACTIONS:
+            late |= own <= self.closed_bucket
+        self.late += int(np.count_nonzero((rows >= 0) & late))
         buckets = np.maximum.accumulate(np.maximum(own, source.frontier))
         source.frontier = int(buckets[-1])
         source.received_next = int(offsets[-1]) + 1
@@ -213,6 +220,8 @@ class EventTimeMerge:
                 if chunk.table.num_rows:
                     top = int(chunk.buckets[chunk.rows >= 0].max())
                     self.released_bucket = max(self.released_bucket, top)
+                    if sid.kind == LABELS:
+                        self.closed_bucket = max(self.closed_bucket, top)
         valid = [np.flatnonzero(c.rows >= 0) for c in tx_parts]
         return Step(
             transactions=_concat([c.table for c in tx_parts]),

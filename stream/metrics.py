@@ -65,6 +65,12 @@ class WorkerMetrics:
             "Labels of transactions the worker does not know (never seen or past retention).",
             registry=r,
         )
+        self.resent = Counter(
+            "fraudstream_stream_resent_transactions",
+            "Transactions whose bank and id were seen before (resent): not decided or counted "
+            "again.",
+            registry=r,
+        )
         self.late = Counter(
             "fraudstream_stream_late_events",
             "Events that reached the worker after their second was closed (applied late: online "

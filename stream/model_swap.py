@@ -81,9 +81,9 @@ class ModelFollower:
             return "ignored"
         if self.alias is None or announcement.alias != self.alias:
             return "ignored"
+        self._wanted = announcement  # the latest word on the alias, even "back to current"
         if announcement.version == self.current:
             return "ignored"
-        self._wanted = announcement
         if self._pending is None:
             rows = canary_rows()
             self._pending = self._pool.submit(self._load, announcement, rows)
@@ -121,7 +121,10 @@ class ModelFollower:
         self._pending = None
         wanted = self._wanted
         if wanted is not None and wanted.version != outcome.announcement.version:
-            self._pending = self._pool.submit(self._load, wanted, canary_rows())
+            # superseded while loading (a newer promotion, or a rollback): never swap it in
+            if wanted.version != self.current:
+                self._pending = self._pool.submit(self._load, wanted, canary_rows())
+            return None
         if outcome.model is not None:
             self.current = outcome.model.version
         return outcome

@@ -481,8 +481,14 @@ class Worker:
         tx = step.transactions if step.transactions is not None else _EMPTY_TX
         started = time.perf_counter()
         cpu_started = time.process_time()
+        partitions, offsets, arrived = step.partitions, step.offsets, step.arrived_ms
         if tx.num_rows:
-            self.index.add(tx)
+            resent = self.index.add(tx)
+            if resent.any():  # a transaction id this bank already sent: decided once only
+                self.metrics.resent.inc(int(resent.sum()))
+                keep = np.flatnonzero(~resent)
+                tx = tx.take(pa.array(keep))
+                partitions, offsets, arrived = partitions[keep], offsets[keep], arrived[keep]
         label_events = None
         if step.labels is not None:
             unmatched = self.index.unmatched
@@ -498,7 +504,7 @@ class Worker:
         if tx.num_rows:
             self._recent = features[-self.config.canary_rows :]
 
-        decide = self._undecided(step.partitions, step.offsets)
+        decide = self._undecided(partitions, offsets)
         outputs: list[tuple[str, list[OutRecord]]] = []
         decided_arrivals = np.empty(0)
         if decide.size:
@@ -511,7 +517,7 @@ class Worker:
             for stage, seconds in scored.stage_seconds.items():
                 self.metrics.stage.labels(stage=stage).observe(seconds)
             started = time.perf_counter()
-            decided_arrivals = step.arrived_ms[decide].astype(np.float64)
+            decided_arrivals = arrived[decide].astype(np.float64)
             latency = np.maximum(time.time() * 1000.0 - decided_arrivals, 0.0)
             outputs.append((self.topics.decisions, decision_records(scored, latency)))
             outputs.append((self.topics.feature_log, feature_log_records(scored)))
@@ -522,9 +528,9 @@ class Worker:
             outputs.append(
                 (self.topics.transactions_dlq, [_dead_letter(r, self.topics) for r in dead])
             )
-        offsets = self._offsets_to_commit(step)
-        if outputs or offsets:
-            self._commit(outputs, offsets)
+        commit_offsets = self._offsets_to_commit(step)
+        if outputs or commit_offsets:
+            self._commit(outputs, commit_offsets)
         if decide.size:
             now = time.time()
             for arrival in decided_arrivals:

@@ -246,7 +246,9 @@ BAD_MESSAGES = {
 }
 
 
-def test_bad_messages_go_to_the_dlq_with_reasons(world: World, stack: Stack) -> None:
+def test_bad_messages_go_to_the_dlq_and_resent_ones_are_not_decided_twice(
+    world: World, stack: Stack
+) -> None:
     from confluent_kafka import Producer
 
     from scoring.wire import encode_transactions
@@ -261,6 +263,9 @@ def test_bad_messages_go_to_the_dlq_with_reasons(world: World, stack: Stack) -> 
         if i == 100:
             for bad in BAD_MESSAGES:
                 producer.produce(stack.topics.transactions, value=bad, key=b"c1")
+    # a bank resending a transaction (same bank and id) gets no second decision
+    resent_key = good["card_id"][5].as_py().encode()
+    producer.produce(stack.topics.transactions, value=values[5], key=resent_key)
     producer.flush(30)
 
     decided, twice = decisions_by_id(
@@ -274,6 +279,7 @@ def test_bad_messages_go_to_the_dlq_with_reasons(world: World, stack: Stack) -> 
         assert BAD_MESSAGES[value] in reason, (value, reason)
         assert "4111111111111111" not in reason  # never echo a card number
         assert headers["fraudstream-source"].startswith(stack.topics.transactions.encode())
+    assert _metric(worker.metrics(), "fraudstream_stream_resent_transactions_total") == 1
     assert worker.get("/healthz")[0] == 200
     assert worker.process.poll() is None
     assert worker.stop() == 0

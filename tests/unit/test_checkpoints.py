@@ -167,19 +167,13 @@ def _damage(path: Path, how: str) -> None:
         raise AssertionError(how)
 
 
-_BUG = (
-    "bug: CheckpointStore.newest lets zipfile.BadZipFile / EOFError out of np.load (and reads "
-    "engine/label_index outside any guard) instead of skipping the damaged checkpoint"
-)
-
-
 @pytest.mark.parametrize(
     "how",
     [
         "garbage",
-        pytest.param("empty", marks=pytest.mark.xfail(strict=True, reason=_BUG)),
-        pytest.param("truncated", marks=pytest.mark.xfail(strict=True, reason=_BUG)),
-        pytest.param("flipped", marks=pytest.mark.xfail(strict=True, reason=_BUG)),
+        "empty",
+        "truncated",
+        "flipped",
     ],
 )
 def test_a_damaged_checkpoint_is_skipped_for_an_older_one(tmp_path: Path, how: str) -> None:

@@ -121,6 +121,14 @@ _TX = st.tuples(
     st.sampled_from([None, "x1", "x2"]),
     st.integers(T0, T0 + 10 * DAY),
 )
+
+
+# A log never holds one bank's transaction id twice (the reader refuses it); a resent one is
+# dropped by the index (test_a_resent_transaction_is_reported_and_not_remembered).
+def _BANK_AND_ID(tx: Tx) -> tuple[str, str | None]:  # noqa: N802 -- used like a constant
+    return tx[0], tx[1]
+
+
 _LABEL = st.tuples(
     st.one_of(_IDS, st.just("unknown")),
     st.one_of(_BANKS, st.just("b3")),
@@ -131,7 +139,7 @@ _LABEL = st.tuples(
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    txs=st.lists(_TX, max_size=15),
+    txs=st.lists(_TX, max_size=15, unique_by=_BANK_AND_ID),
     labels=st.lists(_LABEL, max_size=15),
     chunk=st.integers(0, 4),
     banks=st.sampled_from(["any", "all", "none"]),
@@ -198,7 +206,7 @@ def test_evict_forgets_only_transactions_older_than_the_retention() -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(
-    txs=st.lists(_TX, max_size=15),
+    txs=st.lists(_TX, max_size=15, unique_by=_BANK_AND_ID),
     now=st.integers(T0, T0 + 12 * DAY),
     retention=st.integers(0, 5 * DAY),
     chunk=st.integers(0, 3),
@@ -224,7 +232,7 @@ def test_evict_never_forgets_a_recent_transaction(
 
 
 @settings(max_examples=100, deadline=None)
-@given(txs=st.lists(_TX, max_size=15), labels=st.lists(_LABEL, max_size=10))
+@given(txs=st.lists(_TX, max_size=15, unique_by=_BANK_AND_ID), labels=st.lists(_LABEL, max_size=10))
 def test_to_table_from_table_round_trip(txs: list[Tx], labels: list[Label]) -> None:
     index = index_of(txs, retention_ms=3 * DAY, chunk=2)
     table = index.to_table()
@@ -246,3 +254,15 @@ def test_an_empty_index_round_trips() -> None:
     assert table.num_rows == 0
     again = LabelIndex.from_table(table, DAY)
     assert len(again) == 0 and again.to_table().equals(table)
+
+
+def test_a_resent_transaction_is_reported_and_not_remembered() -> None:
+    index = LabelIndex(90 * DAY)
+    first = index.add(tx_table(TXS))
+    assert not first.any()
+    again = index.add(tx_table([("t1", "b1", "c9", "m9", "x9", T0 + 5), ("t1", "b2", "c5", None,
+                                None, T0 + 6)]))  # fmt: skip
+    assert again.tolist() == [True, False]  # same bank and id: resent; another bank: new
+    assert len(index) == len(TXS) + 1
+    events = index.label_events(label_table([("t1", "b1", True, T0 + DAY)]))
+    assert as_rows(events)[0][2] == "c1"  # the first transaction's card, not the resent one's

@@ -118,11 +118,6 @@ def test_stop_frees_the_port(registry: CollectorRegistry, checks: tuple[Flag, Fl
         second.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: StatusServer.stop() before start() blocks forever (socketserver.shutdown waits "
-    "for a serve_forever loop that never ran)",
-)
 def test_stop_without_start_returns(registry: CollectorRegistry, checks: tuple[Flag, Flag]) -> None:
     healthy, ready = checks
     status = StatusServer(registry, "127.0.0.1", 0, healthy=healthy, ready=ready)
