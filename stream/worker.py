@@ -50,6 +50,7 @@ from scoring.features import FeatureEngine, catalog
 from scoring.features.engine import EngineConfig
 from scoring.logs import TIMESTAMP, TRANSACTION_SCHEMA
 from scoring.messages import ERROR_HEADER, OutRecord, decision_records, feature_log_records
+from scoring.model_swap import ModelFollower
 from scoring.observability import StatusServer
 from scoring.pipeline import BatchScorer
 from scoring.registry import ModelRegistry
@@ -59,7 +60,6 @@ from stream.checkpoints import CheckpointStore
 from stream.label_index import LabelIndex
 from stream.merge import LABELS, TRANSACTIONS, EventTimeMerge, RejectedMessage, SourceId, Step
 from stream.metrics import WorkerMetrics
-from stream.model_swap import ModelFollower
 from stream.topics import PRODUCER_PARTITIONER, TopicNames
 
 log = logging.getLogger("fraudstream.worker")

@@ -14,8 +14,8 @@ import pytest
 
 from scoring.announcements import ModelAnnouncement, announcement_for
 from scoring.features import FEATURE_NAMES
+from scoring.model_swap import ModelFollower, ModelRefusedError, SwapOutcome, check_canary
 from scoring.registry import LoadedModel, ModelRegistry
-from stream.model_swap import ModelFollower, ModelRefusedError, SwapOutcome, check_canary
 from tests.test_registry import FEATURES, SINGLE_TREE, flip_a_byte, version_dir
 
 WAIT_S = 60.0  # a load verifies digests and maps a library: well under a second here

@@ -23,7 +23,7 @@ from scoring.compiled import ModelIntegrityError
 from scoring.features import catalog
 from scoring.registry import LoadedModel, ModelRegistry, RegistryError
 
-log = logging.getLogger("fraudstream.worker")
+log = logging.getLogger("fraudstream.models")
 CANARY_TOLERANCE = 1e-6
 
 
