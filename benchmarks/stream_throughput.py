@@ -17,8 +17,8 @@ On this machine (broker, producer, worker and reader share its cores):
 
 Writes results/stream_throughput.{json,md,png}.
 
-    .venv/bin/python benchmarks/stream_throughput.py                        # 1M, ~15 min
-    .venv/bin/python benchmarks/stream_throughput.py --transactions 200000  # quick
+    .venv/bin/python benchmarks/stream_throughput.py                        # 1M, ~40 min
+    .venv/bin/python benchmarks/stream_throughput.py --transactions 200000 --no-faust  # quick
 """
 
 from __future__ import annotations
@@ -205,10 +205,13 @@ class Deployment:
         create_topics(kafka)
         return kafka
 
-    def start_worker(self, kafka: KafkaSettings, name: str) -> tuple[subprocess.Popen[bytes], int]:
+    def start_worker(
+        self, kafka: KafkaSettings, name: str, extra_env: dict[str, str] | None = None
+    ) -> tuple[subprocess.Popen[bytes], int]:
         (port,) = _free_ports(1)
         env = {
             **os.environ,
+            **(extra_env or {}),
             "FRAUD_KAFKA__BOOTSTRAP_SERVERS": str(kafka.bootstrap_servers),
             "FRAUD_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
             "FRAUD_SCORING__REGISTRY": str(self.registry),
@@ -231,35 +234,43 @@ class Deployment:
                 time.sleep(0.3)
         raise RuntimeError(f"worker {name} not ready; see {self.work / (name + '.log')}")
 
-    def start_faust(self, kafka: KafkaSettings, name: str) -> subprocess.Popen[bytes]:
+    def start_faust(
+        self, kafka: KafkaSettings, name: str, extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 -- the child's
         return subprocess.Popen(
             [sys.executable, str(ROOT / "faust_worker.py"), "--bootstrap",
              str(kafka.bootstrap_servers), "--topic-prefix", kafka.topic_prefix,
              "--registry", str(self.registry), "--data-dir", str(self.work / name),
              "--web-port", str(_free_ports(1)[0])],
-            stdout=subprocess.PIPE, stderr=log,
+            stdout=subprocess.PIPE, stderr=log, env={**os.environ, **(extra_env or {})},
         )  # fmt: skip
 
 
 def drain(
     deployment: Deployment,
     engine: str,
+    reasons: str,
     transactions: pa.Table,
     labels: pa.Table,
     timeout: float,
 ) -> dict[str, Any]:
     n = transactions.num_rows
     kafka = deployment.topics(engine)
+    env = {"FRAUD_SCORING__REASONS_METHOD": reasons}
+    engine_label = f"{engine}, {reasons} reasons"
     started = time.monotonic()
     summary = replay(transactions, labels, kafka=kafka)
-    print(f"[{engine}] backlog of {n:,} written in {time.monotonic() - started:.1f} s", flush=True)
+    print(
+        f"[{engine} {reasons}] backlog of {n:,} written in {time.monotonic() - started:.1f} s",
+        flush=True,
+    )
     reader = Reader(kafka, TopicNames.from_settings(kafka).decisions).start()
     port = None
     if engine == "confluent":
-        process, port = deployment.start_worker(kafka, "drain")
+        process, port = deployment.start_worker(kafka, f"drain-{reasons}", env)
     else:
-        process = deployment.start_faust(kafka, "faust")
+        process = deployment.start_faust(kafka, f"faust-{reasons}", env)
     began = time.monotonic()
     finished = reader.wait_for(n, timeout)
     wall = time.monotonic() - began
@@ -277,7 +288,9 @@ def drain(
         process.kill()
     reader.stop()
     result = {
-        "engine": engine,
+        "engine": engine_label,
+        "production": engine == "confluent",
+        "reasons": reasons,
         "transactions": n,
         "labels": summary.labels,
         "decided": reader.count,
@@ -292,17 +305,18 @@ def drain(
     if port is not None:
         result["loop_cpu_us_per_transaction"] = loop_cpu / n * 1e6
     rate = result["sustained_per_second"] or result["overall_per_second"]
-    print(f"[{engine}] {reader.count:,} decisions, {rate:,.0f}/s sustained, "
+    print(f"[{engine_label}] {reader.count:,} decisions, {rate:,.0f}/s sustained, "
           f"{result['cpu_us_per_transaction']:.1f} CPU-µs each", flush=True)  # fmt: skip
     return result
 
 
 def live_latency(
-    deployment: Deployment, transactions: pa.Table, labels: pa.Table, rate: float
+    deployment: Deployment, transactions: pa.Table, labels: pa.Table, rate: float, reasons: str
 ) -> dict[str, Any]:
     kafka = deployment.topics("live")
     reader = Reader(kafka, TopicNames.from_settings(kafka).decisions, keep_latency=True).start()
-    process, _port = deployment.start_worker(kafka, "live")
+    env = {"FRAUD_SCORING__REASONS_METHOD": reasons}
+    process, _port = deployment.start_worker(kafka, f"live-{reasons}-{rate:.0f}", env)
     n = transactions.num_rows
     summary = replay(transactions, labels, kafka=kafka, rate=rate)
     reader.wait_for(n, 120)
@@ -318,6 +332,7 @@ def live_latency(
         }
 
     result = {
+        "reasons": reasons,
         "rate_target": rate,
         "rate_achieved": n / summary.seconds,
         "transactions": n,
@@ -326,9 +341,9 @@ def live_latency(
         "computed_ms": pct(computed),
         "visible_sample": visible[:: max(len(visible) // 5000, 1)].tolist(),
     }
-    print(f"[live] {rate:,.0f}/s: decision visible p50 {result['visible_ms']['p50']:.1f} ms, "
-          f"p99 {result['visible_ms']['p99']:.1f} ms, p99.9 {result['visible_ms']['p99.9']:.1f} ms",
-          flush=True)  # fmt: skip
+    seen = result["visible_ms"]
+    print(f"[live, {reasons} reasons] {rate:,.0f}/s: decision visible p50 {seen['p50']:.1f} ms, "
+          f"p99 {seen['p99']:.1f} ms, p99.9 {seen['p99.9']:.1f} ms", flush=True)  # fmt: skip
     return result
 
 
@@ -360,18 +375,23 @@ def write_reports(results: dict[str, Any]) -> None:
             f"({run['decided']:,} in {run['wall_seconds']:.0f} s) | "
             f"{run['overall_per_second']:,.0f} | {run['cpu_us_per_transaction']:.1f} |"
         )
-    confluent = next(r for r in results["drain"] if r["engine"] == "confluent")
-    if confluent["stage_us_per_transaction"]:
+    production = [r for r in results["drain"] if r["production"]]
+    if production:
         lines += ["", "Production worker, wall time per stage (µs per transaction):", ""]
-        lines += ["| stage | µs |", "|---|---:|"]
-        for stage, us in confluent["stage_us_per_transaction"].items():
-            lines.append(f"| {stage} | {us:.1f} |")
-        lines.append(f"| loop CPU (all stages) | {confluent['loop_cpu_us_per_transaction']:.1f} |")
-    live = results.get("live")
-    if live:
+        lines += ["| stage | " + " | ".join(f"{r['reasons']} reasons" for r in production) + " |"]
+        lines += ["|---|" + "---:|" * len(production)]
+        for stage in production[0]["stage_us_per_transaction"]:
+            cells = " | ".join(
+                f"{r['stage_us_per_transaction'].get(stage, 0.0):.1f}" for r in production
+            )
+            lines.append(f"| {stage} | {cells} |")
+        cells = " | ".join(f"{r['loop_cpu_us_per_transaction']:.1f}" for r in production)
+        lines.append(f"| loop CPU (all stages) | {cells} |")
+    for live in results.get("live", []):
         lines += [
             "",
-            f"## Live: {live['rate_achieved']:,.0f} transactions/s replayed into a running worker",
+            f"## Live: {live['rate_achieved']:,.0f} transactions/s replayed into a running worker "
+            f"({live['reasons']} reasons)",
             "",
             "| latency (ms) | p50 | p90 | p99 | p99.9 | max |",
             "|---|---:|---:|---:|---:|---:|",
@@ -400,12 +420,14 @@ def write_reports(results: dict[str, Any]) -> None:
     axes[0].set(xlabel="seconds", ylabel="decisions committed (thousands)",
                 title="Draining a backlog")  # fmt: skip
     axes[0].legend()
-    if live:
+    for live in results.get("live", []):
         sample = np.sort(np.asarray(live["visible_sample"]))
-        axes[1].plot(sample, np.linspace(0, 1, len(sample)))
-        axes[1].set_xscale("log")
-        title = f"Latency to a committed decision at {live['rate_achieved']:,.0f}/s"
-        axes[1].set(xlabel="ms (log)", ylabel="share of decisions", title=title)
+        label = f"{live['rate_achieved']:,.0f}/s, {live['reasons']} reasons"
+        axes[1].plot(sample, np.linspace(0, 1, len(sample)), label=label)
+    axes[1].set_xscale("log")
+    axes[1].set(xlabel="ms (log)", ylabel="share of decisions",
+                title="Kafka timestamp → committed decision, live")  # fmt: skip
+    axes[1].legend()
     fig.tight_layout()
     fig.savefig(RESULTS / "stream_throughput.png", dpi=110)
 
@@ -413,16 +435,18 @@ def write_reports(results: dict[str, Any]) -> None:
 def main(
     transactions: int = typer.Option(1_000_000, help="Transactions in the drain runs."),
     partitions: int = typer.Option(3, help="Partitions of the data topics."),
-    rate: float = typer.Option(5_000, help="Replay rate of the live latency run."),
-    live_seconds: float = typer.Option(40, help="Length of the live run."),
+    rates: str = typer.Option("2000,5000", help="Replay rates of the live latency runs."),
+    live_seconds: float = typer.Option(40, help="Length of each live run."),
+    reasons: str = typer.Option("shap,path", help="Reason methods to measure."),
     faust: bool = typer.Option(True, help="Also drain with the faust worker."),
     faust_transactions: int = typer.Option(
-        0, help="Transactions for the faust drain (0: the same as --transactions)."
+        0, help="Transactions for the faust drains (0: the same as --transactions)."
     ),
     seed: int = typer.Option(4),
 ) -> None:
     tx, labels, registry = prepare(transactions, seed)
     tx = tx.slice(0, transactions)
+    methods = [m.strip() for m in reasons.split(",") if m.strip()]
     with tempfile.TemporaryDirectory(prefix="fraudstream-bench-") as tmp:
         work = Path(tmp)
         port, controller = _free_ports(2)
@@ -435,12 +459,17 @@ def main(
         try:
             base = local.model_copy(update={"bootstrap_servers": broker.bootstrap})
             deployment = Deployment(base, registry, partitions, work)
-            runs = [drain(deployment, "confluent", tx, labels, timeout=1800)]
+            runs = []
+            for method in methods:
+                runs.append(drain(deployment, "confluent", method, tx, labels, timeout=3600))
             if faust:
                 sub = tx.slice(0, faust_transactions or transactions)
-                runs.append(drain(deployment, "faust", sub, labels, timeout=1800))
-            live_rows = int(rate * live_seconds)
-            live = live_latency(deployment, tx.slice(0, live_rows), labels, rate)
+                for method in methods:
+                    runs.append(drain(deployment, "faust", method, sub, labels, timeout=3600))
+            lives = []
+            for rate in (float(r) for r in rates.split(",") if r.strip()):
+                rows = tx.slice(0, int(rate * live_seconds))
+                lives.append(live_latency(deployment, rows, labels, rate, methods[-1]))
         finally:
             broker.down()
     write_reports(
@@ -448,7 +477,7 @@ def main(
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
             "partitions": partitions,
             "drain": runs,
-            "live": live,
+            "live": lives,
         }
     )
 
