@@ -112,11 +112,70 @@ class ApiSettings(BaseModel):
 
 
 class TrainingSettings(BaseModel):
+    """Offline training and the incremental trainer (``fraudstream trainer``, docs/training.md)."""
+
     seed: int = 7
     label_maturity_days: float = Field(default=30.0, gt=0)
     window_days: float = Field(default=60.0, gt=0)
     retrain_every_labels: int = Field(default=5000, ge=1)
     promote_margin: float = Field(default=0.005, ge=0)
+    retrain_interval_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="Retrain when the maturity horizon moved this many hours of event time since "
+        "the last round, even with fewer than retrain_every_labels new matured labels; 0: only by "
+        "count.",
+    )
+    eval_days: float = Field(
+        default=7.0,
+        gt=0,
+        description="Length of the holdout: the most recent matured days, never trained on, on "
+        "which challengers and the champion are compared. Must be shorter than window_days.",
+    )
+    min_eval_frauds: int = Field(
+        default=30, ge=1, description="Fewer frauds in the holdout: no decision (too_few_labels)."
+    )
+    card_precision_k: int = Field(
+        default=100, ge=1, description="k of card precision@k in the holdout evaluation."
+    )
+    max_trees: int = Field(
+        default=1000, ge=1, description="Most trees of a fresh challenger (early stopping picks)."
+    )
+    continue_trees: int = Field(
+        default=200,
+        ge=1,
+        description="Most trees added to the champion by the continued-boosting challenger.",
+    )
+    max_cost_increase: float = Field(
+        default=0.0,
+        ge=0,
+        description="Guardrail: relative increase of the realised cost per transaction on the "
+        "holdout that a challenger may have over the champion.",
+    )
+    max_card_precision_drop: float = Field(
+        default=0.02,
+        ge=0,
+        description="Guardrail: drop of card precision@k (absolute) a challenger may have.",
+    )
+    max_decline_rate_increase: float = Field(
+        default=0.002,
+        ge=0,
+        description="Guardrail: increase of the share of declined holdout transactions (absolute, "
+        "0.002 = 0.2 points) a challenger may cause.",
+    )
+    max_review_rate_increase: float = Field(
+        default=0.005,
+        ge=0,
+        description="Guardrail: increase of the share of reviewed holdout transactions (absolute).",
+    )
+    num_threads: int = Field(
+        default=1,
+        ge=1,
+        description="LightGBM threads. 1 on shared hosts: spinning OpenMP threads cost more than "
+        "they give (docs/scoring.md).",
+    )
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8002, description="The trainer's /metrics, /healthz, /readyz.")
 
 
 class StreamSettings(BaseModel):
