@@ -14,7 +14,9 @@ from typing import NamedTuple
 
 import numpy as np
 import orjson
+import pyarrow as pa
 
+from scoring.logs import TIMESTAMP
 from scoring.pipeline import BatchScorer, ScoredBatch
 from scoring.wire import decode_transactions
 
@@ -69,29 +71,34 @@ def decision_records(scored: ScoredBatch, latency_ms: np.ndarray) -> list[OutRec
     ]
 
 
-def feature_log_records(scored: ScoredBatch) -> list[OutRecord]:
-    """The exact vector each transaction was scored with, for training without skew. A missing
-    feature (NaN) is JSON null: orjson writes NaN as null."""
-    ids = scored.transactions.column("transaction_id").to_pylist()
-    banks = scored.transactions.column("bank_id").to_pylist()
+def feature_log_records(
+    scored: ScoredBatch, shadow: tuple[str, np.ndarray] | None = None
+) -> list[OutRecord]:
+    """The exact vector each transaction was scored with, for training without skew, with the
+    transaction's time (epoch ms) and, in shadow mode, the shadow model's version and score. A
+    missing feature (NaN) is JSON null: orjson writes NaN as null."""
+    table = scored.transactions
+    ids = table.column("transaction_id").to_pylist()
+    banks = table.column("bank_id").to_pylist()
+    times = table.column("timestamp").cast(TIMESTAMP).cast(pa.int64()).to_pylist()
     scores = scored.scores.astype(np.float64).tolist()
     features = np.ascontiguousarray(scored.features, dtype=np.float64)
     version = scored.model_version
-    dumps = orjson.dumps
-    numpy = orjson.OPT_SERIALIZE_NUMPY
-    return [
-        OutRecord(
-            ids[i].encode(),
-            dumps(
-                {
-                    "transaction_id": ids[i],
-                    "bank_id": banks[i],
-                    "model_version": version,
-                    "score": scores[i],
-                    "features": features[i],
-                },
-                option=numpy,
-            ),
-        )
-        for i in range(len(ids))
-    ]
+    shadow_version = shadow[0] if shadow is not None else None
+    shadow_scores = shadow[1].astype(np.float64).tolist() if shadow is not None else None
+
+    def record(i: int) -> bytes:
+        row: dict[str, object] = {
+            "transaction_id": ids[i],
+            "bank_id": banks[i],
+            "timestamp_ms": times[i],
+            "model_version": version,
+            "score": scores[i],
+            "features": features[i],
+        }
+        if shadow_scores is not None:
+            row["shadow_model_version"] = shadow_version
+            row["shadow_score"] = shadow_scores[i]
+        return orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    return [OutRecord(ids[i].encode(), record(i)) for i in range(len(ids))]

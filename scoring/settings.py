@@ -227,6 +227,11 @@ class StreamSettings(BaseModel):
     )
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8001, description="/metrics, /healthz and /readyz.")
+    shadow_ref: str | None = Field(
+        default=None,
+        description="Alias or version (e.g. challenger) that scores every transaction beside the "
+        "served model without acting; its scores go to the feature log.",
+    )
     canary_rows: int = Field(
         default=512, ge=1, description="Recent feature rows a new model must score before a swap."
     )

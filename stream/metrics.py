@@ -91,6 +91,12 @@ class WorkerMetrics:
         self.model_info = Gauge(
             "fraudstream_model_info", "The model version served (value 1).", ["version"], registry=r
         )
+        self.shadow_model_info = Gauge(
+            "fraudstream_shadow_model_info",
+            "The model scoring in shadow beside the served one (value 1), if any.",
+            ["version"],
+            registry=r,
+        )
         self.model_swaps = Counter(
             "fraudstream_model_swaps",
             "Model announcements handled, by outcome (swapped, refused, ignored).",

@@ -50,10 +50,10 @@ from scoring.features import FeatureEngine, catalog
 from scoring.features.engine import EngineConfig
 from scoring.logs import TIMESTAMP, TRANSACTION_SCHEMA
 from scoring.messages import ERROR_HEADER, OutRecord, decision_records, feature_log_records
-from scoring.model_swap import ModelFollower
+from scoring.model_swap import ModelFollower, SwapOutcome
 from scoring.observability import StatusServer
 from scoring.pipeline import BatchScorer
-from scoring.registry import ModelRegistry
+from scoring.registry import LoadedModel, ModelRegistry
 from scoring.settings import Settings
 from scoring.wire import decode_labels, decode_transactions
 from stream.checkpoints import CheckpointStore
@@ -105,6 +105,19 @@ class Worker:
             max_reasons=settings.scoring.max_reasons,
         )
         self.metrics.serve_model(model.version)
+        # Shadow mode: a second model (e.g. the challenger) scores every decided transaction
+        # beside the served one, without acting; its scores go to the feature log.
+        self.shadow: LoadedModel | None = None
+        self.shadow_follower: ModelFollower | None = None
+        if self.config.shadow_ref:
+            self.shadow = self.registry.load(self.config.shadow_ref, allow_gtil=True)
+            shadow_alias = (
+                self.config.shadow_ref
+                if self.config.shadow_ref in self.registry.aliases()
+                else None
+            )
+            self.shadow_follower = ModelFollower(self.registry, shadow_alias, self.shadow.version)
+            self.metrics.shadow_model_info.labels(version=self.shadow.version).set(1)
         self.engine = FeatureEngine()
         self.retention_ms = int(self.config.label_index_days * DAY_MS)
         self.index = LabelIndex(self.retention_ms)
@@ -241,6 +254,8 @@ class Worker:
 
     def _close(self) -> None:
         self.follower.close()
+        if self.shadow_follower is not None:
+            self.shadow_follower.close()
         for client in (self._membership, self._data):
             if client is not None:
                 try:
@@ -397,6 +412,9 @@ class Worker:
             else:
                 for message in batch:
                     outcome = self.follower.offer(message.value(), self._canary_rows)
+                    if self.shadow_follower is not None:
+                        shadow = self.shadow_follower.offer(message.value(), self._canary_rows)
+                        outcome = "loading" if "loading" in (outcome, shadow) else outcome
                     if outcome != "loading":
                         self.metrics.model_swaps.labels(outcome=outcome).inc()
         self.metrics.stage.labels(stage="decode").observe(time.perf_counter() - started)
@@ -520,7 +538,11 @@ class Worker:
             decided_arrivals = arrived[decide].astype(np.float64)
             latency = np.maximum(time.time() * 1000.0 - decided_arrivals, 0.0)
             outputs.append((self.topics.decisions, decision_records(scored, latency)))
-            outputs.append((self.topics.feature_log, feature_log_records(scored)))
+            shadow = None
+            if self.shadow is not None:
+                shadow_scores = self.shadow.score_many(np.ascontiguousarray(features[decide]))
+                shadow = (self.shadow.version, shadow_scores)
+            outputs.append((self.topics.feature_log, feature_log_records(scored, shadow)))
             self.metrics.stage.labels(stage="encode").observe(time.perf_counter() - started)
             self._count_decisions(scored)
         dead = [r for r in step.rejected if self._owns_undecided(r.source, r.offset)]
@@ -628,16 +650,26 @@ class Worker:
 
     def _maybe_swap_model(self) -> None:
         outcome = self.follower.ready(self._canary_rows)
-        if outcome is None:
-            return
-        if outcome.model is not None:
-            previous = self.scorer.model.version
+        if outcome is not None and self._accept(outcome, self.scorer.model.version):
+            assert outcome.model is not None
             self.scorer.swap_model(outcome.model)
             self.metrics.serve_model(outcome.model.version)
+        if self.shadow_follower is not None and self.shadow is not None:
+            outcome = self.shadow_follower.ready(self._canary_rows)
+            if outcome is not None and self._accept(outcome, self.shadow.version):
+                assert outcome.model is not None
+                self.shadow = outcome.model
+                self.metrics.shadow_model_info.clear()
+                self.metrics.shadow_model_info.labels(version=outcome.model.version).set(1)
+
+    def _accept(self, outcome: SwapOutcome, current: str) -> bool:
+        """Log and count a finished load; True when its model is to be swapped in."""
+        if outcome.model is not None:
             self.metrics.model_swaps.labels(outcome="swapped").inc()
             self.stats.swaps += 1
-            log.info("model swapped: %s -> %s", previous, outcome.model.version)
-        elif outcome.refused is not None:
+            log.info("model swapped: %s -> %s", current, outcome.model.version)
+            return True
+        if outcome.refused is not None:
             if outcome.refused.reason == "integrity":
                 self.metrics.integrity_failures.inc()
             self.metrics.model_swaps.labels(outcome="refused").inc()
@@ -646,8 +678,9 @@ class Worker:
                 outcome.announcement.version,
                 outcome.refused.reason,
                 outcome.refused,
-                self.scorer.model.version,
+                current,
             )
+        return False
 
 
 _EMPTY_TX = pa.table(

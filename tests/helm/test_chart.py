@@ -1244,6 +1244,8 @@ def test_metrics_md_lists_the_contract() -> None:
         "fraudstream_stream_rejected_labels_total",
         "fraudstream_stream_unmatched_labels_total",
         "fraudstream_stream_late_events_total",
+        "fraudstream_stream_resent_transactions_total",
+        "fraudstream_shadow_model_info",
         "fraudstream_stream_watermark_timestamp_seconds",
         "fraudstream_model_swaps_total",
         "fraudstream_stream_cpu_seconds_total",
