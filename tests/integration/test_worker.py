@@ -347,3 +347,25 @@ def test_model_hot_swap_and_refusal(world: World, stack: Stack, tmp_path: Path) 
     assert set(second) == {world.challenger}
     assert set(third) == {world.challenger}
     assert worker.stop() == 0
+
+
+def test_shadow_model_scores_beside_the_champion(world: World, stack: Stack) -> None:
+    worker = stack.start("shadowed", FRAUD_STREAM__SHADOW_REF=world.challenger)
+    worker.wait_ready()
+    part = world.transactions.slice(0, 2000)
+    assert replay(part, kafka=stack.kafka).failed == 0
+    records = read_topic(stack.kafka, stack.topics.feature_log, expected=part.num_rows)
+    logged = [orjson.loads(value) for _key, value, _headers in records]
+    assert len(logged) == part.num_rows
+    assert {r["model_version"] for r in logged} == {world.champion}
+    assert {r["shadow_model_version"] for r in logged} == {world.challenger}
+    # the shadow score is the challenger's score of the very vector the champion saw
+    features = np.array([[np.nan if v is None else v for v in r["features"]] for r in logged])
+    challenger = ModelRegistry(world.registry_dir).load(world.challenger)
+    expected = challenger.score_many(features)
+    assert np.max(np.abs(np.array([r["shadow_score"] for r in logged]) - expected)) <= 1e-12
+    assert _metric(worker.metrics(), "fraudstream_shadow_model_info", version=world.challenger)
+    # acting is the champion's alone
+    decided, _ = decisions_by_id(read_topic(stack.kafka, stack.topics.decisions, expected=2000))
+    assert {d["model_version"] for d in decided.values()} == {world.champion}
+    assert worker.stop() == 0
