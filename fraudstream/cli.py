@@ -7,7 +7,7 @@ inside the command function, so ``fraudstream --help`` stays fast.
 
 import typer
 
-from fraudstream.commands import demo, kafka, models, offline, replay, simulate, worker
+from fraudstream.commands import demo, kafka, models, offline, replay, simulate, trainer, worker
 
 app = typer.Typer(
     name="fraudstream",
@@ -23,4 +23,5 @@ app.command("evaluate")(offline.evaluate)
 app.add_typer(models.app, name="models")
 app.command("replay")(replay.replay)
 app.command("worker")(worker.worker)
+app.command("trainer")(trainer.trainer)
 app.command("demo")(demo.demo)
