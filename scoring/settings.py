@@ -158,15 +158,17 @@ class TrainingSettings(BaseModel):
         description="Guardrail: drop of card precision@k (absolute) a challenger may have.",
     )
     max_decline_rate_increase: float = Field(
-        default=0.002,
+        default=0.02,
         ge=0,
         description="Guardrail: increase of the share of declined holdout transactions (absolute, "
-        "0.002 = 0.2 points) a challenger may cause.",
+        "0.02 = 2 points) a challenger may cause. A better model often declines more (the policy "
+        "minimises cost); this stops pathological jumps.",
     )
     max_review_rate_increase: float = Field(
-        default=0.005,
+        default=0.01,
         ge=0,
-        description="Guardrail: increase of the share of reviewed holdout transactions (absolute).",
+        description="Guardrail: increase of the share of reviewed holdout transactions (absolute; "
+        "analysts' capacity).",
     )
     num_threads: int = Field(
         default=1,
