@@ -7,7 +7,17 @@ inside the command function, so ``fraudstream --help`` stays fast.
 
 import typer
 
-from fraudstream.commands import demo, kafka, models, offline, replay, simulate, trainer, worker
+from fraudstream.commands import (
+    api,
+    demo,
+    kafka,
+    models,
+    offline,
+    replay,
+    simulate,
+    trainer,
+    worker,
+)
 
 app = typer.Typer(
     name="fraudstream",
@@ -23,5 +33,6 @@ app.command("evaluate")(offline.evaluate)
 app.add_typer(models.app, name="models")
 app.command("replay")(replay.replay)
 app.command("worker")(worker.worker)
+app.command("api")(api.api)
 app.command("trainer")(trainer.trainer)
 app.command("demo")(demo.demo)

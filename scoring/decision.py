@@ -14,7 +14,7 @@ a whole micro-batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -41,6 +41,19 @@ class BankPolicy(BaseModel):
     block_cards: set[str] = Field(default_factory=set, description="Card tokens always declined.")
     block_merchants: set[str] = Field(default_factory=set)
     block_countries: set[str] = Field(default_factory=set)
+    # The API's fallback (api/): what decides when the stream does not answer within the deadline.
+    deadline_ms: float | None = Field(
+        default=None, gt=0, description="The bank's API deadline; None: settings.api.deadline_ms."
+    )
+    fallback: Literal["approve_under_limit", "decline", "rules_only"] = Field(
+        default="approve_under_limit",
+        description="After the deadline, with the rules above still applied: approve up to "
+        "fallback_max_amount and decline above it; decline everything; or approve what no rule "
+        "declines.",
+    )
+    fallback_max_amount: float = Field(
+        default=100.0, ge=0, description="Largest amount approve_under_limit approves."
+    )
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,33 @@ class ApiSettings(BaseModel):
         default=None, description="JSON {bank_id: [sha256 hex of key, ...]}; no working default."
     )
     tokenization_key: SecretStr | None = None
+    development: bool = Field(
+        default=False,
+        description="Development only: without api_keys, accept the public placeholder key "
+        "`fraudstream-dev-key` for bank `dev-bank`. Without keys and without this flag the API "
+        "refuses to start.",
+    )
+    rate_limit_per_s: float = Field(
+        default=1000.0, gt=0, description="Requests (batch: transactions) per second per API key, "
+        "per API replica (token bucket).",
+    )  # fmt: skip
+    rate_limit_burst: int = Field(
+        default=2000, ge=1, description="Token-bucket size per API key and replica."
+    )
+    decision_window_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How long each replica keeps decisions and idempotency records in memory, "
+        "and how far back it reads `decisions` when it starts.",
+    )
+    max_stored_decisions: int = Field(
+        default=100_000,
+        ge=100,
+        description="Most decisions kept in memory per replica (~1.5 KB each), whatever their age.",
+    )
+    max_pending_reviews: int = Field(
+        default=50_000, ge=10, description="Most decisions kept in the review queue per replica."
+    )
 
 
 class TrainingSettings(BaseModel):

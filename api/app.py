@@ -1,0 +1,135 @@
+"""The bank-facing FastAPI application (``fraudstream api`` serves it with uvicorn).
+
+:func:`create_app` wires the parts; each lives in its own module:
+
+* :mod:`api.security` — API keys (hashes only) → bank, per-key rate limits, body-size limit;
+* :mod:`api.hub` — in-memory decisions, idempotency, deadlines, the review queue;
+* :mod:`api.fallback` — the bank's fallback policy when the stream is late;
+* :mod:`api.stream_link` — Kafka: produce transactions and labels, read every decision back;
+* :mod:`api.serving` — the loaded model (``/v1/models``, ``/readyz``), hot-swapped;
+* :mod:`api.metrics` — Prometheus metrics and request timing;
+* :mod:`api.routes` — one router per resource.
+
+Tests pass their own ``link`` and ``models`` (fakes) to run without Kafka or a registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from api import errors
+from api.deps import Services
+from api.hub import DecisionHub, HubLimits
+from api.metrics import ApiMetrics, RequestTiming
+from api.routes import decisions, labels, ops, reviews, transactions
+from api.routes import models as models_routes
+from api.security import BodySizeLimit, KeyRing, RateLimiter
+from api.serving import ModelService
+from api.stream_link import KafkaLink
+from scoring.decision import policy_from
+from scoring.registry import ModelRegistry
+from scoring.settings import Settings, get_settings
+
+DESCRIPTION = """
+Card-fraud decisions for banks: **approve / review / decline** within your deadline, with the
+reasons and what the decision cost.
+
+* **Auth**: every `/v1` call carries an API key, as `Authorization: Bearer <key>` or
+  `X-API-Key: <key>`. The key names your bank; `bank_id` is never taken from a body, and another
+  bank's transactions are invisible (404).
+* **Deadlines**: when the stream does not decide in time, your bank's fallback policy does and the
+  decision says `degraded: true`.
+* **Idempotency**: resending a `transaction_id` with the same body returns the same decision; with
+  a different body it is a 409.
+* **Errors** are JSON: `{"detail": "..."}`, or for invalid input a list of
+  `{"loc", "msg", "type"}` (the values you sent are never echoed).
+
+Operations: `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus). Guide: docs/api.md.
+"""
+
+TAGS = [
+    {"name": "transactions", "description": "Decide transactions synchronously."},
+    {"name": "decisions", "description": "Look up past decisions."},
+    {"name": "labels", "description": "Fraud and genuine feedback."},
+    {"name": "reviews", "description": "The analysts' review queue."},
+    {"name": "models", "description": "Which model decides."},
+]
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    registry: Path | None = None,
+    link: Any = None,
+    models: Any = None,
+) -> FastAPI:
+    """The application. Raises :class:`api.security.ApiKeyConfigError` without API keys (unless
+    ``api.development``): there is no working default."""
+    settings = settings or get_settings()
+    api = settings.api
+    keys = KeyRing.from_settings(api)
+    metrics = ApiMetrics()
+    hub = DecisionHub(
+        policy_from(settings),
+        HubLimits(
+            default_deadline_ms=api.deadline_ms,
+            window_s=api.decision_window_s,
+            max_entries=api.max_stored_decisions,
+            max_reviews=api.max_pending_reviews,
+            cpu_second_usd=settings.scoring.cpu_second_usd,
+        ),
+        metrics,
+    )
+    if models is None:
+        store = ModelRegistry(registry or settings.scoring.registry)
+        models = ModelService(store, settings.scoring.model_ref, metrics)
+    if link is None:
+        link = KafkaLink(settings.kafka, lookback_s=api.decision_window_s, models=models)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        hub.bind(asyncio.get_running_loop(), link)
+        link.start(asyncio.get_running_loop(), hub)
+        # Loading (digests, maybe a native build) can take seconds: requests are answered
+        # meanwhile (by the stream, or the fallback); /readyz says when the model is there.
+        threading.Thread(target=models.load, name="model-load", daemon=True).start()
+        try:
+            yield
+        finally:
+            hub.close()
+            link.close()
+            models.close()
+
+    app = FastAPI(
+        title="fraudstream",
+        version="1",
+        summary="Card-fraud decisions within a deadline.",
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    app.state.services = Services(
+        settings=settings,
+        keys=keys,
+        limiter=RateLimiter(api.rate_limit_per_s, api.rate_limit_burst),
+        hub=hub,
+        models=models,
+        link=link,
+    )
+    errors.install(app)
+    app.include_router(transactions.build_router(api.max_batch))
+    app.include_router(decisions.router)
+    app.include_router(labels.router)
+    app.include_router(reviews.router)
+    app.include_router(models_routes.router)
+    app.include_router(ops.router)
+    app.add_middleware(BodySizeLimit, limit=api.max_body_bytes)
+    app.add_middleware(RequestTiming, metrics=metrics)  # added last: outermost, times everything
+    return app

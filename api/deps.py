@@ -1,0 +1,106 @@
+"""Dependencies of the routes, as ``Annotated`` aliases that read like nouns."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from api.security import retry_after
+
+if TYPE_CHECKING:
+    from api.hub import DecisionHub
+    from api.security import KeyRing, RateLimiter
+    from api.serving import ModelService
+    from api.stream_link import KafkaLink
+    from scoring.settings import Settings
+
+
+@dataclass
+class Services:
+    """Everything a request may need; one per app (``app.state.services``)."""
+
+    settings: Settings
+    keys: KeyRing
+    limiter: RateLimiter
+    hub: DecisionHub
+    models: ModelService
+    link: KafkaLink
+
+
+async def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated["Services", Depends(get_services)]
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="BearerKey",
+    description="`Authorization: Bearer <API key>`: the key names the bank.",
+)
+_header = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    scheme_name="ApiKeyHeader",
+    description="`X-API-Key: <API key>`, the same keys as the bearer scheme.",
+)
+
+UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="fraudstream"'}
+
+
+@dataclass(frozen=True)
+class Caller:
+    bank_id: str
+    key_id: str  # a digest of the key: the rate-limit bucket (keys themselves are never kept)
+
+
+async def authenticated_caller(
+    services: ServicesDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    header_key: Annotated[str | None, Depends(_header)],
+) -> Caller:
+    """The caller's bank, from its API key; 401 without a valid key, 429 over its rate."""
+    keys = {k for k in (bearer.credentials if bearer else None, header_key) if k}
+    if not keys:
+        raise HTTPException(
+            401,
+            "missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
+            headers=UNAUTHORIZED,
+        )
+    banks = {services.keys.bank_for(key) for key in keys}
+    if None in banks or len(banks) != 1:
+        raise HTTPException(401, "invalid API key", headers=UNAUTHORIZED)
+    bank = banks.pop()
+    assert bank is not None
+    key_id = hashlib.sha256(min(keys).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    wait = services.limiter.take(key_id)
+    if wait > 0:
+        raise HTTPException(
+            429,
+            f"rate limit of this API key exceeded ({services.settings.api.rate_limit_per_s:g} "
+            "per second per replica); retry later",
+            headers={"Retry-After": retry_after(wait)},
+        )
+    return Caller(bank, key_id)
+
+
+CallerDep = Annotated[Caller, Depends(authenticated_caller)]
+
+
+async def request_started(request: Request) -> float:
+    """When the request arrived, on the event loop's clock (the deadline counts from it)."""
+    loop = asyncio.get_running_loop()
+    arrived = request.scope.get("fraudstream.started")
+    if arrived is None:
+        return loop.time()
+    return loop.time() - max(time.monotonic() - arrived, 0.0)
+
+
+StartedDep = Annotated[float, Depends(request_started)]

@@ -1,0 +1,1 @@
+"""One router per module, each with its prefix and tags."""
