@@ -97,6 +97,13 @@ class WorkerMetrics:
             ["version"],
             registry=r,
         )
+        self.drift_psi = Gauge(
+            "fraudstream_drift_psi",
+            "Population stability index of a feature (and of the score) over recent traffic "
+            "against the served model's training rows.",
+            ["feature"],
+            registry=r,
+        )
         self.model_swaps = Counter(
             "fraudstream_model_swaps",
             "Model announcements handled, by outcome (swapped, refused, ignored).",

@@ -46,6 +46,7 @@ from confluent_kafka import (
 )
 
 from scoring.decision import policy_from
+from scoring.drift import WARN_PSI, DriftMonitor, reference_of
 from scoring.features import FeatureEngine, catalog
 from scoring.features.engine import EngineConfig
 from scoring.logs import TIMESTAMP, TRANSACTION_SCHEMA
@@ -66,6 +67,8 @@ log = logging.getLogger("fraudstream.worker")
 SOURCE_HEADER = "fraudstream-source"  # topic/partition/offset of a dead letter's original
 DAY_MS = 86_400_000
 HIGH_REFRESH_S = 0.5  # how often an unknown end offset is asked of the broker
+DRIFT_EXPORT_S = 10.0  # PSI over ~50k decayed rows moves slowly; no need to recompute it often
+DRIFT_WARN_EVERY_S = 300.0
 
 
 @dataclass
@@ -105,6 +108,9 @@ class Worker:
             max_reasons=settings.scoring.max_reasons,
         )
         self.metrics.serve_model(model.version)
+        self.drift = _drift_monitor(model)
+        self._drift_exported = time.monotonic()
+        self._drift_warned = 0.0
         # Shadow mode: a second model (e.g. the challenger) scores every decided transaction
         # beside the served one, without acting; its scores go to the feature log.
         self.shadow: LoadedModel | None = None
@@ -389,6 +395,8 @@ class Worker:
             self._apply(step)
         if time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval_s:
             self._write_checkpoint()
+        if time.monotonic() - self._drift_exported >= DRIFT_EXPORT_S:
+            self._export_drift()
         self.metrics.cpu.inc(time.process_time() - cpu_started)
 
     def _route(self, messages: list[Message]) -> None:
@@ -543,6 +551,8 @@ class Worker:
                 shadow_scores = self.shadow.score_many(np.ascontiguousarray(features[decide]))
                 shadow = (self.shadow.version, shadow_scores)
             outputs.append((self.topics.feature_log, feature_log_records(scored, shadow)))
+            if self.drift is not None:
+                self.drift.update(features[decide], scored.scores)
             self.metrics.stage.labels(stage="encode").observe(time.perf_counter() - started)
             self._count_decisions(scored)
         dead = [r for r in step.rejected if self._owns_undecided(r.source, r.offset)]
@@ -654,6 +664,8 @@ class Worker:
             assert outcome.model is not None
             self.scorer.swap_model(outcome.model)
             self.metrics.serve_model(outcome.model.version)
+            self.drift = _drift_monitor(outcome.model)  # drift is against the new training data
+            self.metrics.drift_psi.clear()
         if self.shadow_follower is not None and self.shadow is not None:
             outcome = self.shadow_follower.ready(self._canary_rows)
             if outcome is not None and self._accept(outcome, self.shadow.version):
@@ -661,6 +673,23 @@ class Worker:
                 self.shadow = outcome.model
                 self.metrics.shadow_model_info.clear()
                 self.metrics.shadow_model_info.labels(version=outcome.model.version).set(1)
+
+    def _export_drift(self) -> None:
+        self._drift_exported = time.monotonic()
+        if self.drift is None:
+            return
+        values = self.drift.psi()
+        for name, value in values.items():
+            self.metrics.drift_psi.labels(feature=name).set(value)
+        shifted = sorted((v, k) for k, v in values.items() if v > WARN_PSI)
+        if shifted and time.monotonic() - self._drift_warned > DRIFT_WARN_EVERY_S:
+            self._drift_warned = time.monotonic()
+            log.warning(
+                "traffic has drifted from model %s's training data (PSI > %.2f): %s",
+                self.scorer.model.version,
+                WARN_PSI,
+                ", ".join(f"{k} {v:.2f}" for v, k in reversed(shifted[-5:])),
+            )
 
     def _accept(self, outcome: SwapOutcome, current: str) -> bool:
         """Log and count a finished load; True when its model is to be swapped in."""
@@ -687,6 +716,15 @@ _EMPTY_TX = pa.table(
     {f.name: pa.array([], f.type) for f in TRANSACTION_SCHEMA}, schema=TRANSACTION_SCHEMA
 )
 assert _EMPTY_TX.schema.field("timestamp").type == TIMESTAMP
+
+
+def _drift_monitor(model: LoadedModel) -> DriftMonitor | None:
+    """Drift against the model's training rows, if its manifest recorded them."""
+    reference = reference_of(model.manifest.params)
+    if reference is None:
+        log.info("model %s has no drift reference; drift is not monitored", model.version)
+        return None
+    return DriftMonitor(reference, model.feature_names)
 
 
 def _dead_letter(rejected: RejectedMessage, topics: TopicNames) -> OutRecord:

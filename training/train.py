@@ -8,8 +8,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
+from scoring.drift import reference_from
 from scoring.features import FEATURE_NAMES, EngineConfig
 from scoring.registry import ModelManifest, ModelRegistry
 from training.dataset import build_training_set
@@ -40,6 +42,9 @@ def train_and_register(
         "train_frauds": float(data.y.sum()),
     }
     params: dict[str, Any] = {**result.params, "num_trees": result.num_trees, "grid": result.grid}
+    # What serving compares live traffic with (scoring/drift.py): the training rows' distribution.
+    train_scores = np.asarray(result.booster.predict(data.X, num_threads=1), dtype=np.float64)
+    params["drift_reference"] = reference_from(data.X, train_scores, list(FEATURE_NAMES))
     return registry.register(
         result.booster,
         feature_names=list(FEATURE_NAMES),

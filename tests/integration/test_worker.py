@@ -365,6 +365,9 @@ def test_shadow_model_scores_beside_the_champion(world: World, stack: Stack) -> 
     expected = challenger.score_many(features)
     assert np.max(np.abs(np.array([r["shadow_score"] for r in logged]) - expected)) <= 1e-12
     assert _metric(worker.metrics(), "fraudstream_shadow_model_info", version=world.challenger)
+    # drift against the champion's training rows is exported (every 10 s)
+    _wait_for(lambda: 'fraudstream_drift_psi{feature="score"}' in worker.metrics(), 30, "drift")
+    assert 0.0 <= _metric(worker.metrics(), "fraudstream_drift_psi", feature="score") < 10.0
     # acting is the champion's alone
     decided, _ = decisions_by_id(read_topic(stack.kafka, stack.topics.decisions, expected=2000))
     assert {d["model_version"] for d in decided.values()} == {world.champion}
