@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from scoring.decision import APPROVE, DecisionPolicy, Decisions
 from scoring.features import FeatureEngine
-from scoring.reasons import top_reasons
+from scoring.reasons import REASONS_METHODS, ReasonsMethod, top_reasons
 
 
 class Model(Protocol):
@@ -102,12 +102,16 @@ class BatchScorer:
         engine: FeatureEngine | None = None,
         cpu_second_usd: float = 0.0,
         max_reasons: int = 5,
+        reasons_method: ReasonsMethod = "shap",
     ) -> None:
         self.model = model
         self.policy = policy or DecisionPolicy()
         self.engine = engine
         self.cpu_second_usd = cpu_second_usd
         self.max_reasons = max_reasons
+        if reasons_method not in REASONS_METHODS:
+            raise ValueError(f"reasons_method must be one of {REASONS_METHODS}")
+        self.reasons_method: ReasonsMethod = reasons_method  # settings.scoring.reasons_method
 
     def swap_model(self, model: Model) -> None:
         """Use ``model`` from the next batch on (callers swap between batches only)."""
@@ -136,7 +140,11 @@ class BatchScorer:
         wall = time.perf_counter()
         if flagged.size:
             explained = top_reasons(
-                model.booster, features[flagged], model.feature_names, k=self.max_reasons
+                model.booster,
+                features[flagged],
+                model.feature_names,
+                k=self.max_reasons,
+                method=self.reasons_method,
             )
             for row, row_reasons in zip(flagged.tolist(), explained, strict=True):
                 reasons[row] = row_reasons

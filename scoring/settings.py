@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -92,6 +92,12 @@ class ScoringSettings(BaseModel):
         default=0.0000134, ge=0, description="Price of one CPU-second (≈ $0.048 per vCPU-hour)."
     )
     max_reasons: int = Field(default=5, ge=1, le=20)
+    reasons_method: Literal["shap", "path"] = Field(
+        default="shap",
+        description="How reasons are computed. shap: exact TreeSHAP via LightGBM pred_contrib, "
+        "~3.5 ms per explained row on a 450-tree model. path: decision-path contributions, an "
+        "exact decomposition of the raw score but not Shapley values, ~20 µs per row.",
+    )
     banks: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Per-bank policy overrides as JSON: {bank_id: {review_cost, friction_share, "
