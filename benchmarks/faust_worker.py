@@ -174,6 +174,7 @@ def build_scorer(registry: str, ref: str) -> Any:
         engine=FeatureEngine(),
         cpu_second_usd=settings.scoring.cpu_second_usd,
         max_reasons=settings.scoring.max_reasons,
+        reasons_method=settings.scoring.reasons_method,
     )
 
 

@@ -15,6 +15,7 @@ import msgspec
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+from msgspec.structs import astuple
 
 from scoring.logs import LABEL_SCHEMA, TIMESTAMP, TRANSACTION_SCHEMA
 from scoring.records import MAX_EPOCH_MS, looks_like_pan
@@ -132,10 +133,14 @@ def decode_transactions(values: Sequence[bytes]) -> tuple[pa.Table, list[int], l
         millis.append(moment)
         rows.append(message)
         positions.append(i)
+    # Column lists in one transposition (astuple is C), not a getattr per field and row.
+    fields = TransactionMessage.__struct_fields__
+    transposed = list(zip(*map(astuple, rows), strict=True)) if rows else [()] * len(fields)
+    by_name = dict(zip(fields, transposed, strict=True))
     columns = {
         name: pa.array(millis, pa.int64()).cast(TIMESTAMP)
         if name == "timestamp"
-        else pa.array([getattr(m, name) for m in rows], TRANSACTION_SCHEMA.field(name).type)
+        else pa.array(by_name[name], TRANSACTION_SCHEMA.field(name).type)
         for name in TRANSACTION_SCHEMA.names
     }
     table = pa.table(columns, schema=TRANSACTION_SCHEMA)

@@ -15,6 +15,7 @@ import pyarrow as pa
 from scoring.decision import DecisionPolicy
 from scoring.features import EngineConfig, FeatureEngine, replay_log
 from scoring.pipeline import BatchScorer, Model
+from scoring.reasons import ReasonsMethod
 from training.dataset import window_mask
 
 
@@ -55,9 +56,12 @@ def score_log(
     until: datetime | None = None,
     engine_config: EngineConfig | None = None,
     cpu_second_usd: float = 0.0,
+    reasons_method: ReasonsMethod = "shap",
 ) -> pa.Table:
     """Scores and actions for the transactions in [start, until); state built from the start."""
     features = replay_log(transactions, labels, engine=FeatureEngine(engine_config))
     rows = np.flatnonzero(window_mask(transactions, start, until))
-    scorer = BatchScorer(model, policy, cpu_second_usd=cpu_second_usd)
+    scorer = BatchScorer(
+        model, policy, cpu_second_usd=cpu_second_usd, reasons_method=reasons_method
+    )
     return scored_table(transactions.take(pa.array(rows)), features[rows], scorer)

@@ -112,6 +112,7 @@ def score_log(
             tx, lb, loaded, policy=policy_from(settings),
             start=parse_time(start, "--from"), until=parse_time(until, "--until"),
             cpu_second_usd=settings.scoring.cpu_second_usd,
+            reasons_method=settings.scoring.reasons_method,
         )  # fmt: skip
     write_log(scores, out)
     console.print(f"wrote {scores.num_rows:,} decisions to {out}")
