@@ -288,6 +288,8 @@ CHART_MANAGED = {
     ("stream", "state_dir"): "/var/lib/fraudstream/state, the worker's state volume",
     ("stream", "http_host"): "0.0.0.0 in a pod",
     ("stream", "http_port"): "8001, the port of the worker's probes and ServiceMonitor",
+    ("training", "http_host"): "0.0.0.0 in a pod",
+    ("training", "http_port"): "8002, the port of the trainer's probes and ServiceMonitor",
 }
 #: Settings fields that have no meaning on Kubernetes (the local broker of `fraudstream kafka up`).
 NOT_IN_CHART = {
@@ -1238,6 +1240,11 @@ def test_metrics_md_lists_the_contract() -> None:
         "fraudstream_trainer_promotions_total",
         "fraudstream_trainer_refusals_total",
         "fraudstream_model_integrity_failures_total",
+        # the trainer's own (training/trainer_metrics.py)
+        "fraudstream_trainer_stage_duration_seconds",
+        "fraudstream_trainer_candidate_metric",
+        "fraudstream_trainer_event_time_seconds",
+        "fraudstream_trainer_window_rows",
         # the stream worker's own (stream/metrics.py)
         "fraudstream_stream_state_events_total",
         "fraudstream_stream_batch_size",

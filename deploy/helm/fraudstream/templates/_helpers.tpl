@@ -255,6 +255,9 @@ checkpoints on its state volume (in a folder named after its instance id, the po
 {{- $_ := set $env "FRAUD_STREAM__HTTP_HOST" "0.0.0.0" -}}
 {{- $_ := set $env "FRAUD_STREAM__HTTP_PORT" (include "fraudstream.port" "worker") -}}
 {{- $_ := set $env "FRAUD_STREAM__STATE_DIR" (include "fraudstream.statePath" .) -}}
+{{- /* The trainer: /metrics, /healthz, /readyz on the port of its probes and the ServiceMonitor. */ -}}
+{{- $_ := set $env "FRAUD_TRAINING__HTTP_HOST" "0.0.0.0" -}}
+{{- $_ := set $env "FRAUD_TRAINING__HTTP_PORT" (include "fraudstream.port" "trainer") -}}
 {{- $_ := set $env "FRAUD_SCORING__REGISTRY" (include "fraudstream.registryPath" .) -}}
 {{- if eq .Values.registry.type "s3" -}}
 {{- $s3 := .Values.registry.s3 -}}
