@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from api.hub import ConflictError, ReviewConflictError
+from api.metrics import route_template
 from scoring.records import looks_like_pan
 
 log = logging.getLogger("fraudstream.api")
@@ -64,7 +65,7 @@ def install(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         # A bug. Logged with the route and the stack but not the message or the request: either
         # may hold what the caller sent.
-        route = getattr(request.scope.get("route"), "path", "unmatched")
+        route = route_template(request.scope)
         stack = "".join(traceback.format_tb(exc.__traceback__))
         log.error("unexpected %s in %s %s:\n%s", type(exc).__name__, request.method, route, stack)
         return JSONResponse({"detail": "internal error"}, status_code=500)

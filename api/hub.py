@@ -295,7 +295,7 @@ class DecisionHub:
             assert entry.answer is not None
             return entry.answer, True
         entry = Entry(bank_id, transaction.transaction_id, value, self._wall(), started)
-        entry.answer = loop.create_future()
+        answer = entry.answer = loop.create_future()
         self._insert(key, entry)
         entry.timer = loop.call_at(started + self.deadline_s(bank_id), self._deadline, entry)
         assert self._link is not None
@@ -305,7 +305,7 @@ class DecisionHub:
             )
         except Exception as exc:  # a full local queue, a closed producer: answer now
             self._send_failed(entry, f"{type(exc).__name__}: {exc}")
-        return entry.answer, False
+        return answer, False
 
     def _send_failed(self, entry: Entry, why: str) -> None:
         log.warning(

@@ -99,6 +99,12 @@ class ApiMetrics:
             return  # a record without costs is the stream's business; never fail an answer
 
 
+def route_template(scope: Scope) -> str:
+    """``/v1/decisions/{transaction_id}`` for a matched route, ``unmatched`` otherwise."""
+    route = scope.get("route")
+    return str(getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched")
+
+
 class RequestTiming:
     """ASGI middleware: times each request into ``fraudstream_request_duration_seconds`` and
     stamps ``scope["fraudstream.started"]`` (``time.monotonic()``: a decision's deadline counts
@@ -125,8 +131,7 @@ class RequestTiming:
         try:
             await self.app(scope, receive, timed_send)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
+            path = route_template(scope)
             self.metrics.request_duration.labels(route=path, status=str(status)).observe(
                 time.perf_counter() - started
             )

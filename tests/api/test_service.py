@@ -1,0 +1,138 @@
+"""Models, probes, metrics, the OpenAPI document, and the hub's memory bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.metrics import MetricWrapperBase
+
+from api.hub import DecisionHub, HubLimits, StreamDecision
+from api.metrics import ApiMetrics
+from api.schemas import TransactionIn
+from scoring.decision import DecisionPolicy
+from tests.api.conftest import A, transaction
+
+METRICS_MD = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "fraudstream" / "METRICS.md"
+#: Exported by the API, waiting for its row in METRICS.md (the lead adds it with the dashboard).
+PENDING_IN_METRICS_MD = {"fraudstream_decision_cost_usd"}
+
+
+def test_models(api_client: Any) -> None:
+    with api_client() as (client, _harness):
+        response = client.get("/v1/models", headers=A)
+        assert response.status_code == 200
+        body = response.json()
+        assert body["serving"]["version"] == body["champion"]["version"] == "v0001-fake"
+        assert body["serving"]["window"]["from"].startswith("2026-01-01")
+        assert body["challenger"] is None
+
+
+def test_probes(api_client: Any) -> None:
+    with api_client() as (client, harness):
+        assert client.get("/healthz").json() == {"ok": True, "detail": "fake stream"}
+        ready = client.get("/readyz")
+        assert ready.status_code == 200 and "v0001-fake" in ready.json()["detail"]
+        harness.models.loaded = False
+        not_ready = client.get("/readyz")
+        assert not_ready.status_code == 503 and not_ready.json()["ok"] is False
+
+
+def test_metrics_are_the_documented_ones(api_client: Any) -> None:
+    table = METRICS_MD.read_text()
+    documented = dict(re.findall(r"^\| `(fraudstream_[a-z0-9_]+)` \| ([a-z]+)", table, re.M))
+    api_rows = {
+        m.group(1)
+        for m in re.finditer(
+            r"^\| `(fraudstream_[a-z0-9_]+)` \|[^|]*\|[^|]*\| ([^|]*)\|",
+            METRICS_MD.read_text(),
+            re.M,
+        )
+        if "api" in m.group(2)
+    }
+    exported = {}
+    for metric in vars(ApiMetrics()).values():
+        if isinstance(metric, MetricWrapperBase):
+            (family,) = metric.describe()
+            name = family.name + ("_total" if family.type == "counter" else "")
+            exported[name] = family.type
+    for name, kind in exported.items():
+        if name in PENDING_IN_METRICS_MD:
+            continue
+        assert documented.get(name, "").startswith(kind[:5]), f"{name} ({kind}) not in METRICS.md"
+    assert api_rows <= set(exported), (
+        f"documented for the api, not exported: {api_rows - set(exported)}"
+    )
+    with api_client(delay=None, deadline_ms=1.0) as (client, _harness):
+        client.post("/v1/transactions", json=transaction(), headers=A)
+        client.get("/v1/decisions/tx-1", headers=A)
+        client.get("/v1/decisions/another", headers=A)
+        text = client.get("/metrics").text
+        assert 'route="/v1/transactions",status="200"' in text
+        # the route template, never the id
+        assert 'route="/v1/decisions/{transaction_id}",status="404"' in text
+        assert "tx-1" not in text and "another" not in text
+        bucket = r'request_duration_seconds_bucket\{le="([^"]+)",route="/v1/transactions"'
+        buckets = re.findall(bucket, text)
+        assert buckets == ["0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.075", "0.1",
+                           "0.25", "0.5", "1.0", "2.5", "+Inf"]  # fmt: skip
+
+
+def test_openapi_document(api_client: Any) -> None:
+    with api_client() as (client, _harness):
+        doc = client.get("/openapi.json").json()
+    paths = doc["paths"]
+    assert set(paths) == {
+        "/v1/transactions", "/v1/transactions/batch", "/v1/decisions/{transaction_id}",
+        "/v1/labels", "/v1/models", "/v1/reviews", "/v1/reviews/{transaction_id}",
+    }  # fmt: skip
+    assert set(doc["components"]["securitySchemes"]) == {"BearerKey", "ApiKeyHeader"}
+    post = paths["/v1/transactions"]["post"]
+    assert {"401", "409", "413", "422", "429"} <= set(post["responses"])
+    assert post["requestBody"]["content"]["application/json"]["examples"]["pos"]["value"]
+    problem = doc["components"]["schemas"]["FieldProblem"]["properties"]
+    assert set(problem) == {"loc", "msg", "type"}  # no "input"
+    tx = doc["components"]["schemas"]["TransactionIn"]
+    assert "bank_id" not in tx["properties"] and tx["additionalProperties"] is False
+    TransactionIn.model_validate(tx["examples"][0])
+
+
+def _record(tx_id: str, at: float) -> StreamDecision:
+    return StreamDecision("b", tx_id, "approve", "2026-05-04T12:00:00Z", b"{}", at)
+
+
+def test_the_store_is_bounded_by_count_and_age_but_never_drops_a_waiting_request() -> None:
+    async def run() -> None:
+        now = [1000.0]
+        hub = DecisionHub(
+            DecisionPolicy(),
+            HubLimits(default_deadline_ms=10_000, window_s=60, max_entries=3, max_reviews=10,
+                      cpu_second_usd=0.0),
+            ApiMetrics(),
+            wall_clock=lambda: now[0],
+        )  # fmt: skip
+
+        class Quiet:
+            def send_transaction(self, *_: Any) -> None:
+                pass
+
+            async def send_label(self, *_: Any) -> None:
+                pass
+
+        hub.bind(asyncio.get_running_loop(), Quiet())
+        tx = TransactionIn.model_validate(transaction("waiting"))
+        ((future, _),) = hub.submit_many("b", [tx], asyncio.get_running_loop().time())
+        hub.on_stream_decisions([_record(f"d-{i}", now[0]) for i in range(5)])
+        assert hub.stored("b", "waiting") is None and len(hub) == 6  # in flight: kept
+        hub.on_stream_decisions([_record("waiting", now[0])])
+        assert await future == b"{}"
+        hub.on_stream_decisions([_record("d-9", now[0])])
+        assert len(hub) == 3
+        now[0] += 61
+        hub.on_stream_decisions([_record("fresh", now[0])])
+        assert len(hub) == 1 and hub.stored("b", "fresh") is not None
+        hub.close()
+
+    asyncio.run(run())
