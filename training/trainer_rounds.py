@@ -40,6 +40,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from scoring.announcements import ModelAnnouncement, announcement_for
 from scoring.compiled import ModelIntegrityError
 from scoring.decision import DECLINE, REVIEW, DecisionPolicy
+from scoring.drift import reference_from
 from scoring.features import FEATURE_NAMES
 from scoring.model_swap import ModelRefusedError, check_canary
 from scoring.registry import MODEL_TEXT, ModelManifest, ModelRegistry, UnknownModelError
@@ -145,6 +146,7 @@ class Challenger:
     train_rows: int
     train_frauds: int
     seconds: float
+    rows: RowSet  # what it learned from (the drift reference describes them)
 
 
 def fit_fresh(
@@ -466,6 +468,7 @@ def run_round(
                 train_rows=len(new),
                 train_frauds=new.frauds,
                 seconds=result.seconds["fit_continued"],
+                rows=new,
             )
         )
     result.train_rows["continued"] = len(new)
@@ -489,6 +492,7 @@ def run_round(
                 train_rows=len(window),
                 train_frauds=window.frauds,
                 seconds=result.seconds["fit_fresh"],
+                rows=window,
             )
         )
     result.train_rows["fresh"] = len(window)
@@ -553,10 +557,14 @@ def _publish(
         start = None
     on_stage("register")
     started = time.perf_counter()
+    # What serving compares live traffic with (scoring.drift): the rows this model learned from
+    # (for a continued model, the new rows its added trees were fitted on).
+    train_scores = np.asarray(winner.booster.predict(winner.rows.X, num_threads=1), np.float64)
+    reference = reference_from(winner.rows.X, train_scores, list(FEATURE_NAMES))
     manifest = registry.register(
         winner.booster,
         feature_names=list(FEATURE_NAMES),
-        params={**winner.params, "promotion": verdict.detail},
+        params={**winner.params, "promotion": verdict.detail, "drift_reference": reference},
         metrics=metrics,
         window=(start, until),
         parent=champion.version,

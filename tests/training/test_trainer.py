@@ -496,3 +496,265 @@ def test_settings_reach_the_trainer_from_the_environment(monkeypatch: pytest.Mon
 def test_datetime_helpers_agree_with_epoch_constants() -> None:
     assert datetime.fromtimestamp(T0 / 1000, UTC) == datetime(2026, 1, 5, tzinfo=UTC)
     assert timedelta(milliseconds=DAY_MS) == timedelta(days=1)
+
+
+# ------------------------------------------------------------------------------------ rounds
+
+
+class Simulated:
+    """Eight simulated days scored offline (the same features the worker would log), a weak
+    champion trained on the first two, in a registry."""
+
+    def __init__(self, root: Path) -> None:
+        from scoring.features import FEATURE_NAMES, FeatureEngine, replay_log
+        from scoring.registry import ModelRegistry
+        from training.dataset import build_training_set
+        from training.fit import fit
+        from training.simulator import SimulationConfig, simulate
+
+        config = SimulationConfig(
+            days=8, cards=1200, seed=3, fraud_rate=0.01, max_label_delay_days=1,
+            label_maturity_days=1,
+        )  # fmt: skip
+        self.transactions, self.labels = simulate(config)
+        self.features = replay_log(self.transactions, self.labels, engine=FeatureEngine())
+        self.start = config.start
+        until = config.start + timedelta(days=2)
+        data = build_training_set(self.transactions, self.labels, until=until)
+        weak = fit(data.X, data.y, data.timestamp_ms, feature_names=list(FEATURE_NAMES),
+                   grid=({"num_leaves": 7, "min_data_in_leaf": 50},), max_trees=20)  # fmt: skip
+        self.registry_dir = root / "registry"
+        registry = ModelRegistry(self.registry_dir)
+        self.weak = registry.register(
+            weak.booster, feature_names=list(FEATURE_NAMES), params=weak.params,
+            window=(config.start, until),
+        ).version  # fmt: skip
+        registry.promote(self.weak)
+        self.clock_ms = int(self.transactions["timestamp"].cast(pa.int64()).to_numpy().max())
+
+    def registry(self, root: Path) -> Any:
+        import shutil
+
+        from scoring.registry import ModelRegistry
+
+        copy = root / "registry"
+        shutil.copytree(self.registry_dir, copy)
+        return ModelRegistry(copy)
+
+    def store(self) -> WindowStore:
+        from scoring.wire import decode_labels, encode_labels
+
+        store = WindowStore()
+        store.add_transactions(self.transactions)
+        n = self.transactions.num_rows
+        store.add_features(
+            self.transactions["transaction_id"].to_pylist(),
+            self.transactions["bank_id"].to_pylist(),
+            self.features,
+            np.zeros(n),
+            [self.weak] * n,
+        )
+        store.add_labels(decode_labels(encode_labels(self.labels))[0])
+        return store
+
+
+ROUND_SETTINGS = TrainingSettings(
+    label_maturity_days=1, window_days=6, eval_days=2, min_eval_frauds=10, max_trees=40,
+    continue_trees=20, max_decline_rate_increase=1.0, max_review_rate_increase=1.0,
+    max_card_precision_drop=1.0, max_cost_increase=1.0,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> Simulated:
+    return Simulated(tmp_path_factory.mktemp("simulated"))
+
+
+@pytest.mark.slow
+def test_a_round_promotes_a_better_challenger_with_a_complete_manifest(
+    simulated: Simulated, tmp_path: Path
+) -> None:
+    from scoring.registry import ModelRegistry
+    from training.trainer_rounds import RoundInputs, run_round
+
+    registry: ModelRegistry = simulated.registry(tmp_path)
+    store = simulated.store()
+    until = registry.get("champion").window.until
+    assert until is not None
+    plan = plan_round(simulated.clock_ms, ROUND_SETTINGS, round(until.timestamp() * 1000))
+    assert plan is not None
+    data = store.rows(store.usable(simulated.clock_ms, DAY_MS, plan.window_start_ms),
+                      simulated.clock_ms)  # fmt: skip
+    stages: list[str] = []
+    result = run_round(RoundInputs(data, plan), registry, ROUND_SETTINGS, DecisionPolicy(),
+                       on_stage=stages.append)  # fmt: skip
+    assert result.outcome == "promoted", result.detail
+    assert stages == ["fit_continued", "fit_fresh", "evaluate", "register", "publish"]
+    assert registry.resolve("champion") == result.promoted != simulated.weak
+    manifest = registry.get(result.promoted or "")
+    assert manifest.parent == simulated.weak
+    assert manifest.window.until is not None
+    assert round(manifest.window.until.timestamp() * 1000) == plan.holdout_start_ms
+    assert manifest.params["kind"] == result.challenger
+    if result.challenger == "continued":
+        assert manifest.params["init_model"] == simulated.weak
+        assert manifest.window.from_ == registry.get(simulated.weak).window.from_
+    assert set(manifest.params["drift_reference"]) >= {"amount", "score"}
+    metrics = manifest.metrics
+    assert (
+        metrics["holdout_average_precision"]
+        == result.scorecards[result.challenger or ""].average_precision
+    )
+    assert (
+        metrics["champion_holdout_average_precision"]
+        == result.scorecards["champion"].average_precision
+    )
+    assert metrics["holdout_frauds"] >= ROUND_SETTINGS.min_eval_frauds
+    assert set(manifest.artifacts) == {"model.txt", "model.so"}
+    # the announcement to publish names the move
+    assert result.announcement is not None
+    assert (result.announcement.version, result.announcement.previous_version) == (
+        result.promoted, simulated.weak,
+    )  # fmt: skip
+    assert result.announcement.manifest_digest == manifest.digest()
+
+
+@pytest.mark.slow
+def test_rounds_refuse_with_a_reason_and_publish_nothing(
+    simulated: Simulated, tmp_path: Path
+) -> None:
+    from training.trainer_rounds import INTEGRITY, TOO_FEW_LABELS, RoundInputs, run_round
+
+    registry = simulated.registry(tmp_path)
+    store = simulated.store()
+    until = registry.get("champion").window.until
+    plan = plan_round(simulated.clock_ms, ROUND_SETTINGS, round(until.timestamp() * 1000))
+    assert plan is not None
+    data = store.rows(store.usable(simulated.clock_ms, DAY_MS, plan.window_start_ms),
+                      simulated.clock_ms)  # fmt: skip
+    versions = len(registry.list())
+
+    strict = ROUND_SETTINGS.model_copy(update={"promote_margin": 1.0})
+    result = run_round(RoundInputs(data, plan), registry, strict, DecisionPolicy())
+    assert (result.outcome, result.reason) == ("refused", NOT_BETTER)
+    assert "margin 1" in result.detail and set(result.scorecards) >= {"champion", "fresh"}
+    picky = ROUND_SETTINGS.model_copy(update={"min_eval_frauds": 100_000})
+    result = run_round(RoundInputs(data, plan), registry, picky, DecisionPolicy())
+    assert (result.reason, result.scorecards) == (TOO_FEW_LABELS, {})
+    assert len(registry.list()) == versions and registry.resolve("champion") == simulated.weak
+
+    # a champion whose artifacts do not match their digests is not built on
+    library = registry.storage.root / "versions" / simulated.weak / "model.so"  # type: ignore[attr-defined]
+    library.chmod(0o644)
+    library.write_bytes(library.read_bytes() + b"\0")
+    result = run_round(RoundInputs(data, plan), registry, ROUND_SETTINGS, DecisionPolicy())
+    assert (result.reason, result.integrity_failure) == (INTEGRITY, True)
+    assert registry.resolve("champion") == simulated.weak
+
+
+@dataclass
+class FakeMessage:
+    """What the trainer's loop reads of a confluent_kafka.Message."""
+
+    topic_: str
+    partition_: int
+    payload: bytes | None
+    kafka_ms: int = 0
+    error_: Any = None
+
+    def error(self) -> Any:
+        return self.error_
+
+    def topic(self) -> str:
+        return self.topic_
+
+    def partition(self) -> int:
+        return self.partition_
+
+    def value(self) -> bytes | None:
+        return self.payload
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self.kafka_ms)
+
+
+@pytest.mark.slow
+def test_the_loop_joins_keeps_the_clock_and_triggers_rounds_on_matured_labels(
+    simulated: Simulated, tmp_path: Path
+) -> None:
+    """The trainer's loop fed in-memory messages: transactions on two partitions, the feature log
+    and the labels; caught up once every partition said end-of-partition; one round, refused
+    with an impossible margin, and no second one until more labels mature."""
+    from confluent_kafka import KafkaError
+
+    from scoring.messages import feature_log_records
+    from scoring.wire import encode_labels, encode_transactions
+    from training.trainer import Trainer
+
+    registry = simulated.registry(tmp_path)
+    settings = Settings(
+        training=ROUND_SETTINGS.model_copy(
+            update={"promote_margin": 1.0, "retrain_every_labels": 5000}
+        )
+    )
+    trainer = Trainer(settings, registry=registry.storage.root)  # type: ignore[attr-defined]
+    topics = trainer.topics
+    tx_table = simulated.transactions
+    n = tx_table.num_rows
+
+    @dataclass
+    class Scored:  # what feature_log_records reads of a ScoredBatch
+        transactions: pa.Table
+        scores: np.ndarray
+        features: np.ndarray
+        model_version: str
+
+    logged = feature_log_records(
+        Scored(tx_table, np.zeros(n), simulated.features, simulated.weak)  # type: ignore[arg-type]
+    )
+    messages: list[FakeMessage] = []
+    for i, value in enumerate(encode_transactions(tx_table)):
+        messages.append(FakeMessage(topics["transactions"], i % 2, value, kafka_ms=1000))
+    messages += [FakeMessage(topics["feature-log"], 0, r.value, 1000) for r in logged]
+    messages += [FakeMessage(topics["labels"], 0, v) for v in encode_labels(simulated.labels)]
+    messages.append(FakeMessage(topics["transactions"], 0, b"not a transaction"))
+    trainer._eof = {(t, p): False for t in topics.values() for p in (0, 1)}
+    # the feature log first: rows wait for their transactions
+    order = [m for m in messages if m.topic_ == topics["feature-log"]] + [
+        m for m in messages if m.topic_ != topics["feature-log"]
+    ]
+    for start in range(0, len(order), 5000):
+        trainer._route(order[start : start + 5000])  # type: ignore[arg-type]
+    assert not trainer.caught_up
+    # the clock: the lowest of the partitions' newest event times
+    ts = tx_table["timestamp"].cast(pa.int64()).to_numpy()
+    assert trainer.clock_ms == min(ts[0::2].max(), ts[1::2].max())
+    counts = trainer.store.counts(trainer.clock_ms or 0, DAY_MS)
+    assert (counts.joined, counts.unjoined) == (n, 0)
+    assert trainer.rejected["transactions"] == 1
+    eof = KafkaError(KafkaError._PARTITION_EOF)
+    trainer._route([FakeMessage(t, p, None, error_=eof) for t, p in trainer._eof])  # type: ignore[arg-type]
+    assert trainer.caught_up and trainer._ready()[0]
+
+    trainer._maybe_start_round()
+    assert trainer._round is not None
+    trainer._round.join(300)
+    trainer._housekeeping()  # collects the finished round (and would start none: nothing new)
+    assert trainer._round is None
+    assert trainer.stats.rounds == 1 and trainer.stats.refusals == 1
+    text = generate_latest(trainer)
+    assert 'fraudstream_trainer_refusals_total{reason="not_better"} 1.0' in text
+    assert "fraudstream_trainer_promotions_total 0.0" in text
+    assert (
+        'fraudstream_trainer_candidate_metric{candidate="champion",metric="average_precision"}'
+        in text
+    )
+    assert registry.resolve("champion") == simulated.weak
+    trainer._maybe_start_round()
+    assert trainer._round is None  # the horizon has not moved: no new matured labels
+
+
+def generate_latest(trainer: Any) -> str:
+    from prometheus_client import generate_latest as render
+
+    return render(trainer.metrics.registry).decode()
