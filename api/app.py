@@ -22,10 +22,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from api import errors
-from api.deps import Services
+from api.deps import Services, single_valued_query
 from api.hub import DecisionHub, HubLimits
 from api.metrics import ApiMetrics, RequestTiming
 from api.routes import decisions, labels, ops, reviews, transactions
@@ -114,6 +114,7 @@ def create_app(
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        dependencies=[Depends(single_valued_query)],
     )
     app.state.services = Services(
         settings=settings,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from api.security import retry_after
@@ -104,3 +105,17 @@ async def request_started(request: Request) -> float:
 
 
 StartedDep = Annotated[float, Depends(request_started)]
+
+
+async def single_valued_query(request: Request) -> None:
+    """Every query parameter of this API takes one value: ``?limit=1&limit=2`` is a 422, not a
+    silent choice of one of them."""
+    names = [name for name, _value in request.query_params.multi_items()]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise RequestValidationError(
+            [
+                {"loc": ("query", name), "msg": "given more than once", "type": "multiple_values"}
+                for name in repeated
+            ]
+        )

@@ -13,9 +13,11 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.hub import ConflictError, ReviewConflictError
 from api.metrics import route_template
@@ -23,6 +25,7 @@ from scoring.records import looks_like_pan
 
 log = logging.getLogger("fraudstream.api")
 
+FASTAPI_BODY_ERROR = "There was an error parsing the body"
 BANK_ID_IN_BODY = (
     "bank_id is not part of the body: the bank is the one your API key belongs to; leave it out"
 )
@@ -52,6 +55,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_failed(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": field_problems(exc.errors())}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and exc.detail == FASTAPI_BODY_ERROR:
+            # FastAPI's 400 for a body it cannot decode at all (not UTF-8): as invalid as bad JSON.
+            problem = {"loc": ["body"], "msg": "the body is not UTF-8 JSON", "type": "json_invalid"}
+            return JSONResponse({"detail": [problem]}, status_code=422)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(ConflictError)
     async def conflict(_request: Request, exc: ConflictError) -> JSONResponse:

@@ -140,6 +140,7 @@ class KafkaLink:
             left = self._producer.flush(5)
             if left:
                 log.warning("%d messages not delivered at shutdown", left)
+            self._producer = None  # the last reference: librdkafka's threads stop with it
 
     # ------------------------------------------------------------------------------ producing
 
