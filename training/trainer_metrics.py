@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from training.trainer_rounds import CANDIDATES, REFUSAL_REASONS, STAGES, RoundResult
+from training.trainer_rounds import CANDIDATES, REFUSAL_REASONS, STAGES, VERDICTS, RoundResult
 
 # A stage takes from well under a second (publish) to many minutes (a fresh fit on months of data).
 STAGE_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
@@ -24,7 +24,8 @@ class TrainerMetrics:
         r = self.registry
         self.last_success = Gauge(
             "fraudstream_trainer_last_success_timestamp",
-            "Unix time of the last training round that ran to a verdict (0 until the first).",
+            "Unix time of the last training round that reached a verdict: a promotion, or a "
+            "refusal by the promotion rule (0 until the first).",
             unit="seconds",
             registry=r,
         )
@@ -90,5 +91,7 @@ class TrainerMetrics:
             self.promotions.inc()
         elif result.outcome == "refused":
             self.refusals.labels(reason=result.reason or "error").inc()
-        if result.outcome != "abandoned" and result.reason not in ("error", "no_champion"):
+        if result.outcome == "promoted" or (
+            result.outcome == "refused" and result.reason in VERDICTS
+        ):
             self.last_success.set(now)

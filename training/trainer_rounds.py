@@ -75,6 +75,8 @@ REFUSAL_REASONS = (
     TOO_FEW_LABELS, NO_CHALLENGER, NOT_BETTER, COST, CARD_PRECISION, DECLINE_RATE, REVIEW_RATE,
     INTEGRITY, CANARY, CHAMPION_MOVED, NO_CHAMPION, SCHEMA, ERROR,
 )  # fmt: skip
+#: Refusals that are verdicts of a complete round (the trainer works; the challengers lost).
+VERDICTS = (NOT_BETTER, COST, CARD_PRECISION, DECLINE_RATE, REVIEW_RATE, CHAMPION_MOVED)
 CANDIDATES = ("champion", "continued", "fresh")
 STAGES = ("fit_continued", "fit_fresh", "evaluate", "register", "publish")
 

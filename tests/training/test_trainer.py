@@ -754,7 +754,38 @@ def test_the_loop_joins_keeps_the_clock_and_triggers_rounds_on_matured_labels(
     assert trainer._round is None  # the horizon has not moved: no new matured labels
 
 
-def generate_latest(trainer: Any) -> str:
+def generate_latest(owner: Any) -> str:
+    """/metrics of a Trainer or of TrainerMetrics."""
     from prometheus_client import generate_latest as render
 
-    return render(trainer.metrics.registry).decode()
+    metrics = getattr(owner, "metrics", owner)
+    return render(metrics.registry).decode()
+
+
+@pytest.mark.parametrize(
+    ("outcome", "reason", "success"),
+    [
+        ("promoted", None, True),
+        ("refused", NOT_BETTER, True),
+        ("refused", DECLINE_RATE, True),
+        ("refused", "too_few_labels", False),
+        ("refused", "integrity", False),
+        ("refused", "canary", False),
+        ("abandoned", None, False),
+    ],
+)
+def test_last_success_means_a_verdict(outcome: str, reason: str | None, success: bool) -> None:
+    from training.trainer_metrics import TrainerMetrics
+    from training.trainer_rounds import RoundPlan, RoundResult
+
+    metrics = TrainerMetrics()
+    plan = RoundPlan(T0, T0, T0, T0, T0)
+    result = RoundResult(outcome=outcome, reason=reason, detail="", plan=plan,
+                         scorecards={"champion": CHAMPION}, seconds={"evaluate": 0.5})  # fmt: skip
+    metrics.round_done(result, now=1234.0)
+    text = generate_latest(metrics)
+    assert ("fraudstream_trainer_last_success_timestamp_seconds 1234.0" in text) == success
+    assert ("fraudstream_trainer_promotions_total 1.0" in text) == (outcome == "promoted")
+    if outcome == "refused":
+        assert f'fraudstream_trainer_refusals_total{{reason="{reason}"}} 1.0' in text
+    assert 'fraudstream_trainer_stage_duration_seconds_count{stage="evaluate"} 1.0' in text
