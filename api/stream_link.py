@@ -212,7 +212,11 @@ class KafkaLink:
                 if not self._assigned:
                     self._assign(consumer)
                     continue
-                messages = consumer.consume(1000, 0.05)
+                # consume(n, timeout) waits until it has n messages or the timeout passes: a
+                # decision would sit up to the timeout in the client. Wait for the first message
+                # only, then take what else is already there.
+                first = consumer.poll(0.05)
+                messages = [] if first is None else [first, *consumer.consume(999, 0)]
                 if messages:
                     self._route(messages)
                 elif not self._caught_up and time.time() * 1000 - self._assigned_at_ms > 1000:

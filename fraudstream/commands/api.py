@@ -29,6 +29,8 @@ def api(
     FRAUD_API__DEVELOPMENT=true.
     """
     import logging
+    import signal
+    import sys
 
     import uvicorn
 
@@ -57,6 +59,9 @@ def api(
         logging.getLogger("fraudstream.api").warning(
             "DEVELOPMENT MODE: accepting the public API key 'fraudstream-dev-key' (bank dev-bank)"
         )
+    # uvicorn re-raises SIGTERM once it has shut down gracefully, so the process would end "killed
+    # by SIGTERM"; like the worker, a clean stop on SIGTERM exits 0.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         app,
         host=settings.api.host,
