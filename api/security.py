@@ -91,7 +91,9 @@ class KeyRing:
 
     def bank_for(self, key: str) -> str | None:
         """The bank whose key this is, or None. Compares with every hash (constant time)."""
-        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+        # Header values reach us decoded as latin-1: encoding back gives the bytes the client
+        # sent, so a key that is UTF-8 text matches hash_key(key) of that text.
+        digest = hashlib.sha256(key.encode("latin-1", "replace")).digest()
         found = None
         for candidate, bank in self._hashes:
             if hmac.compare_digest(candidate, digest):

@@ -176,3 +176,11 @@ def test_bodies_over_the_limit_get_413(api_client: Any) -> None:
         assert harness.stream.sent == []
         # under the limit is fine
         assert client.post("/v1/transactions", json=big, headers=A).status_code == 200
+
+
+def test_a_non_ascii_key_matches_its_configured_hash(api_client: Any) -> None:
+    key = "clé-ünïcode-0123456789"
+    ring = KeyRing({"bank-u": [hash_key(key)]})
+    as_received = key.encode().decode("latin-1")  # what a server hands over from the header
+    assert ring.bank_for(as_received) == "bank-u"
+    assert ring.bank_for(key) is None
