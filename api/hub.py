@@ -244,7 +244,6 @@ class DecisionHub:
         self._wall = wall_clock
         self._loop: asyncio.AbstractEventLoop | None = None
         self._link: Link | None = None
-        self.late_stream_decisions = 0
 
     def bind(self, loop: asyncio.AbstractEventLoop, link: Link) -> None:
         self._loop = loop
@@ -365,7 +364,6 @@ class DecisionHub:
                 self._answer(entry, d.value, degraded=False)
             elif entry.stream is None:
                 entry.stream = d.value  # after the deadline: kept beside the fallback answer
-                self.late_stream_decisions += 1
             if d.action == "review":
                 self.reviews.add(d.bank_id, d.transaction_id, d.decided_at, d.value)
 
