@@ -67,7 +67,7 @@ from stream.topics import PRODUCER_PARTITIONER, TopicNames
 log = logging.getLogger("fraudstream.worker")
 SOURCE_HEADER = "fraudstream-source"  # topic/partition/offset of a dead letter's original
 DAY_MS = 86_400_000
-HIGH_REFRESH_S = 0.5  # how often an unknown end offset is asked of the broker
+HIGH_REFRESH_S = 0.1  # how often an unknown end offset is asked of the broker
 DRIFT_EXPORT_S = 10.0  # PSI over ~50k decayed rows moves slowly; no need to recompute it often
 DRIFT_WARN_EVERY_S = 300.0
 
@@ -357,6 +357,7 @@ class Worker:
             assignment.append(TopicPartition(topic, sid.partition, offset))
         assignment.append(TopicPartition(self.topics.model_updates, 0, OFFSET_END))
         self._data.assign(assignment)
+        self._refresh_highs(ask_all=True)  # empty partitions are idle from the first batch on
         self.metrics.restores.labels(cause=cause, source=source).inc()
         self.stats.restores += 1
         log.info(
@@ -482,14 +483,16 @@ class Worker:
         assert offset is not None  # consumed messages have offsets
         return RejectedMessage(sid, offset, message.key(), message.value() or b"", reason)
 
-    def _refresh_highs(self) -> None:
-        """Each partition's end offset, for idleness: cached from fetches, asked when unknown."""
+    def _refresh_highs(self, *, ask_all: bool = False) -> None:
+        """Each partition's end offset, for idleness: cached from fetches, asked when unknown
+        (an empty partition never fetches anything)."""
         now = time.monotonic()
         for sid, source in self.merge.sources.items():
             topic = self.topics.transactions if sid.kind == TRANSACTIONS else self.topics.labels
             tp = TopicPartition(topic, sid.partition)
             _low, high = self._data.get_watermark_offsets(tp, cached=True)
-            if high < 0 and now - self._highs_checked.get(sid, 0.0) >= HIGH_REFRESH_S:
+            asked_ago = now - self._highs_checked.get(sid, 0.0)
+            if ask_all or (high < 0 and asked_ago >= HIGH_REFRESH_S):
                 self._highs_checked[sid] = now
                 try:
                     _low, high = self._data.get_watermark_offsets(tp, timeout=1.0, cached=False)
