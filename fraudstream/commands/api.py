@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from fraudstream.commands.common import RegistryOption, fail, registry_path
+from fraudstream.commands.common import RegistryOption, fail, log_to_stderr, registry_path
 
 
 def api(
@@ -38,9 +38,7 @@ def api(
     from api.security import ApiKeyConfigError
     from scoring.settings import get_settings
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    log_to_stderr()
     settings = get_settings()
     chosen = {"host": host, "port": port}
     settings = settings.model_copy(

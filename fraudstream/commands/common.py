@@ -21,6 +21,21 @@ RegistryOption = Annotated[
 ]
 
 
+MaxSecondsOption = Annotated[
+    float | None,
+    typer.Option(help="Stop after this many seconds (default: run until SIGTERM)."),
+]
+
+
+def log_to_stderr() -> None:
+    """Long-running services (worker, api, trainer) log lines with time, level and source."""
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
 def parse_time(value: str | None, option: str) -> datetime | None:
     """ISO 8601; a time without offset is taken as UTC."""
     if value is None:

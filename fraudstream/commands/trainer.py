@@ -6,7 +6,14 @@ from typing import Annotated
 
 import typer
 
-from fraudstream.commands.common import RegistryOption, console, fail, registry_path
+from fraudstream.commands.common import (
+    MaxSecondsOption,
+    RegistryOption,
+    console,
+    fail,
+    log_to_stderr,
+    registry_path,
+)
 
 
 def trainer(
@@ -17,23 +24,16 @@ def trainer(
             help="Port of /metrics, /healthz, /readyz (default: FRAUD_TRAINING__HTTP_PORT, 8002)."
         ),
     ] = None,
-    max_seconds: Annotated[
-        float | None,
-        typer.Option(help="Stop after this many seconds (default: run until SIGTERM)."),
-    ] = None,
+    max_seconds: MaxSecondsOption = None,
 ) -> None:
     """Learn from matured labels; promote challengers that beat the champion, announce them."""
-    import logging
-
     from confluent_kafka import KafkaException
 
     from scoring.registry import RegistryError
     from scoring.settings import get_settings
     from training.trainer import Trainer
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    log_to_stderr()
     try:
         running = Trainer(get_settings(), registry=registry_path(registry))
         stats = running.run(max_seconds=max_seconds, port=port)

@@ -6,7 +6,14 @@ from typing import Annotated
 
 import typer
 
-from fraudstream.commands.common import RegistryOption, console, fail, registry_path
+from fraudstream.commands.common import (
+    MaxSecondsOption,
+    RegistryOption,
+    console,
+    fail,
+    log_to_stderr,
+    registry_path,
+)
 
 
 def worker(
@@ -22,23 +29,16 @@ def worker(
     port: Annotated[
         int | None, typer.Option(help="Port of /metrics, /healthz, /readyz (default: 8001).")
     ] = None,
-    max_seconds: Annotated[
-        float | None,
-        typer.Option(help="Stop after this many seconds (default: run until SIGTERM)."),
-    ] = None,
+    max_seconds: MaxSecondsOption = None,
 ) -> None:
     """Consume transactions and labels, decide every transaction exactly once."""
-    import logging
-
     from confluent_kafka import KafkaException
 
     from scoring.registry import RegistryError
     from scoring.settings import get_settings
     from stream.worker import Worker
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    log_to_stderr()
     settings = get_settings()
     if port is not None:
         settings = settings.model_copy(
