@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,9 +25,7 @@ import pyarrow.compute as pc
 import pytest
 
 from scoring.registry import ModelRegistry
-from scoring.settings import KafkaSettings
 from stream.replay import replay
-from stream.topics import create_topics
 from tests.integration.stream_harness import Stack, WorkerProcess, decisions_by_id, read_topic
 from training.simulator import SimulationConfig, simulate
 from training.train import train_and_register
@@ -77,19 +75,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 
 @pytest.fixture
-def stack(
-    world: World,
-    kafka_settings: KafkaSettings,
-    kafka_env: dict[str, str],
-    topic_prefix: str,
-    tmp_path: Path,
-    free_tcp_ports: Callable[[int], list[int]],
-) -> Iterator[Stack]:
-    kafka = kafka_settings.model_copy(update={"topic_prefix": topic_prefix, "partitions": 3})
-    create_topics(kafka)
-    deployment = Stack(kafka, kafka_env, world.registry_dir, tmp_path, free_tcp_ports)
-    yield deployment
-    deployment.close()
+def stack(world: World, stack_factory: Callable[[Path], Stack]) -> Stack:
+    return stack_factory(world.registry_dir)
 
 
 def start_trainer(stack: Stack, name: str, **extra_env: str) -> WorkerProcess:

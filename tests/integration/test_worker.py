@@ -17,7 +17,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -74,19 +74,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 
 @pytest.fixture
-def stack(
-    world: World,
-    kafka_settings: KafkaSettings,
-    kafka_env: dict[str, str],
-    topic_prefix: str,
-    tmp_path: Path,
-    free_tcp_ports: Callable[[int], list[int]],
-) -> Iterator[Stack]:
-    kafka = kafka_settings.model_copy(update={"topic_prefix": topic_prefix, "partitions": 3})
-    create_topics(kafka)
-    deployment = Stack(kafka, kafka_env, world.registry_dir, tmp_path, free_tcp_ports)
-    yield deployment
-    deployment.close()
+def stack(world: World, stack_factory: Callable[[Path], Stack]) -> Stack:
+    return stack_factory(world.registry_dir)
 
 
 def _replay_in_background(world: World, kafka: KafkaSettings, rate: float) -> threading.Thread:
