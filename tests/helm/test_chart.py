@@ -1235,6 +1235,7 @@ def test_metrics_md_lists_the_contract() -> None:
         "fraudstream_consumer_lag",
         "fraudstream_model_info",
         "fraudstream_cost_usd_total",
+        "fraudstream_decision_cost_usd",  # the API's per-decision histogram (api/metrics.py)
         "fraudstream_drift_psi",
         "fraudstream_trainer_last_success_timestamp_seconds",
         "fraudstream_trainer_promotions_total",
