@@ -3,7 +3,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help setup demo test test-fast lint format typecheck bench clean
+.PHONY: help setup tools demo test test-fast lint format typecheck bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -11,10 +11,14 @@ help: ## list the targets
 setup: ## create .venv, install the project and fetch the Kafka jars
 	@scripts/bootstrap
 
+tools: ## build the pinned helm and MinIO (tests/helm, tests/test_registry_s3.py) into .cache/bin; needs Go
+	@scripts/ensure-helm >/dev/null
+	@scripts/ensure-minio >/dev/null
+
 demo: setup ## the main job: local Kafka, simulated workload through the whole stack, summary
 	@$(BIN)/fraudstream demo
 
-test: setup ## the whole test suite, real broker included, plus lint and type checks
+test: setup tools ## the whole test suite, real broker and MinIO included, plus lint and type checks
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
 	@$(BIN)/mypy

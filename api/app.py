@@ -34,7 +34,7 @@ from api.security import BodySizeLimit, KeyRing, RateLimiter
 from api.serving import ModelService
 from api.stream_link import KafkaLink
 from scoring.decision import policy_from
-from scoring.registry import ModelRegistry
+from scoring.registry import open_registry
 from scoring.settings import Settings, get_settings
 
 DESCRIPTION = """
@@ -88,7 +88,7 @@ def create_app(
         metrics,
     )
     if models is None:
-        store = ModelRegistry(registry or settings.scoring.registry)
+        store = open_registry(settings, registry)
         models = ModelService(store, settings.scoring.model_ref, metrics)
     if link is None:
         link = KafkaLink(settings.kafka, lookback_s=api.decision_window_s, models=models)

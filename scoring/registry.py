@@ -22,7 +22,9 @@ never loaded. A library built for another platform (or that the loader rejects) 
 local cache, or, without a compiler, the model is scored by treelite GTIL — with a log line.
 
 Storage sits behind :class:`RegistryStorage` so an S3-compatible backend can replace the local
-directory without touching the registry logic.
+directory without touching the registry logic: :class:`scoring.registry_s3.S3Storage` keeps the same
+layout under a bucket prefix. Services and CLI verbs open the registry the settings describe with
+:func:`open_registry` (the bucket when ``settings.scoring.registry_s3`` is set, else the directory).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ from scoring.compiled import (
     inspect_lightgbm_model,
     platform_identity,
 )
-from scoring.settings import DEFAULT_HOME
+from scoring.settings import DEFAULT_HOME, Settings
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,7 @@ __all__ = [
     "UnknownModelError",
     "VersionExistsError",
     "feature_schema_hash",
+    "open_registry",
 ]
 
 MODEL_TEXT = "model.txt"
@@ -257,8 +260,12 @@ class RegistryStorage(Protocol):
         """Names directly under ``prefix`` (not recursive)."""
         ...
 
-    def local_file(self, key: str) -> Path:
-        """A local file with the object's bytes (the file itself, or a downloaded copy)."""
+    def local_file(self, key: str, sha256: str | None = None) -> Path:
+        """A local file with the object's bytes (the file itself, or a downloaded copy).
+
+        ``sha256`` is the digest the manifest records for it: a backend that downloads may use it
+        as its cache key. It is a hint, not a check: callers verify the file's digest themselves.
+        """
         ...
 
     def publish(self, prefix: str, files: Mapping[str, Path]) -> None:
@@ -301,7 +308,7 @@ class LocalStorage:
             return []
         return sorted(p.name for p in path.iterdir())
 
-    def local_file(self, key: str) -> Path:
+    def local_file(self, key: str, sha256: str | None = None) -> Path:
         path = self._path(key)
         if not path.is_file():
             raise FileNotFoundError(path)
@@ -637,7 +644,7 @@ class ModelRegistry:
                 f"{prefix}/{MODEL_TEXT}: SHA-256 {actual}, manifest says {text_record.sha256}"
             )
         booster = lgb.Booster(model_str=text_bytes.decode())
-        model_file = self.storage.local_file(f"{prefix}/{MODEL_TEXT}")
+        model_file = self.storage.local_file(f"{prefix}/{MODEL_TEXT}", text_record.sha256)
         scorer = self._load_scorer(manifest, prefix, model_file, allow_gtil=allow_gtil)
         return LoadedModel(manifest=manifest, booster=booster, scorer=scorer)
 
@@ -652,7 +659,7 @@ class ModelRegistry:
         if lib_record is not None and manifest.build is not None:
             mismatch = _platform_mismatch(manifest.build)
             if mismatch is None:
-                lib_file = self.storage.local_file(f"{prefix}/{MODEL_LIBRARY}")
+                lib_file = self.storage.local_file(f"{prefix}/{MODEL_LIBRARY}", lib_record.sha256)
                 try:
                     # A digest mismatch raises here and is not caught: tampering is fatal.
                     return CompiledModel.load(
@@ -744,6 +751,30 @@ class ModelRegistry:
         self.storage.write_atomic(
             f"{ALIASES}/{state.alias}.json", state.model_dump_json(indent=2).encode()
         )
+
+
+def open_registry(
+    settings: Settings,
+    root: str | Path | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    compile_options: Mapping[str, Any] | None = None,
+) -> ModelRegistry:
+    """The registry the settings describe; what every service and CLI verb opens.
+
+    ``settings.scoring.registry_s3`` set: the bucket (:class:`scoring.registry_s3.S3Storage`), with
+    ``root`` (default ``settings.scoring.registry``) as the local cache of downloaded artifacts.
+    Otherwise the directory ``root`` (default ``settings.scoring.registry``).
+    """
+    local = Path(root) if root is not None else settings.scoring.registry
+    storage: RegistryStorage
+    if settings.scoring.registry_s3 is not None:
+        from scoring.registry_s3 import S3Storage  # boto3 only when a bucket is configured
+
+        storage = S3Storage.from_settings(settings.scoring.registry_s3, cache_dir=local)
+    else:
+        storage = LocalStorage(local)
+    return ModelRegistry(storage=storage, cache_dir=cache_dir, compile_options=compile_options)
 
 
 def _as_window(window: WindowLike) -> TrainingWindow:

@@ -73,10 +73,36 @@ class KafkaSettings(BaseModel):
         return config
 
 
+class S3Settings(BaseModel):
+    """An S3-compatible bucket holding the model registry (scoring/registry_s3.py).
+
+    Set (``FRAUD_SCORING__REGISTRY_S3__BUCKET``), it replaces the local registry directory, which
+    then only caches downloaded artifacts. Without keys, boto3's default chain is used (IRSA,
+    workload identity, ``~/.aws``).
+    """
+
+    bucket: str = Field(min_length=3, description="Bucket of the registry.")
+    prefix: str = Field(
+        default="fraudstream/registry",
+        description="Key prefix of the registry inside the bucket ('' for the bucket's root).",
+    )
+    endpoint_url: str | None = Field(
+        default=None, description="Endpoint of the object store (MinIO, Ceph...); unset: AWS S3."
+    )
+    region: str | None = None
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+
+
 class ScoringSettings(BaseModel):
     """Model runtime, decision policy and cost accounting."""
 
     registry: Path = Field(default=Path("registry"), description="Model registry directory.")
+    registry_s3: S3Settings | None = Field(
+        default=None,
+        description="The registry in an S3-compatible bucket instead of a directory; `registry` "
+        "is then the local cache of downloaded artifacts.",
+    )
     model_ref: str = Field(default="champion", description="Alias or version to serve.")
     review_cost: float = Field(default=5.0, ge=0, description="Cost of one manual review.")
     review_miss_rate: float = Field(

@@ -55,7 +55,7 @@ from scoring.model_swap import ModelFollower, SwapOutcome
 from scoring.observability import StatusServer
 from scoring.path_contrib import prepare as prepare_paths
 from scoring.pipeline import BatchScorer
-from scoring.registry import LoadedModel, ModelRegistry
+from scoring.registry import LoadedModel, open_registry
 from scoring.settings import Settings
 from scoring.wire import decode_labels, decode_transactions
 from stream.checkpoints import CheckpointStore
@@ -97,7 +97,7 @@ class Worker:
         self.topics = TopicNames.from_settings(settings.kafka)
         self.metrics = WorkerMetrics()
         self.stats = WorkerStats()
-        self.registry = ModelRegistry(registry or settings.scoring.registry)
+        self.registry = open_registry(settings, registry)
         ref = model_ref or settings.scoring.model_ref
         model = self.registry.load(ref, allow_gtil=True)
         alias = ref if ref in self.registry.aliases() else None

@@ -45,7 +45,7 @@ from confluent_kafka import (
 from scoring.announcements import ModelAnnouncement
 from scoring.decision import policy_from
 from scoring.observability import StatusServer
-from scoring.registry import ModelRegistry, RegistryError, UnknownModelError
+from scoring.registry import RegistryError, UnknownModelError, open_registry
 from scoring.settings import Settings
 from scoring.wire import decode_labels, decode_transactions
 from training.trainer_kafka import (
@@ -96,7 +96,7 @@ class Trainer:
         if self.training.eval_days >= self.training.window_days:
             raise ValueError("training.eval_days must be shorter than training.window_days")
         self.alias = alias
-        self.registry = ModelRegistry(registry or settings.scoring.registry)
+        self.registry = open_registry(settings, registry)
         self.policy = policy_from(settings)
         self.metrics = TrainerMetrics()
         self.store = WindowStore()

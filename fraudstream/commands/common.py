@@ -6,18 +6,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+if TYPE_CHECKING:
+    from scoring.registry import ModelRegistry
 
 # Progress and messages go to stderr: stdout carries results (e.g. the new model version).
 console = Console(stderr=True)
 
 RegistryOption = Annotated[
     Path | None,
-    typer.Option(help="Model registry directory (default: FRAUD_SCORING__REGISTRY)."),
+    typer.Option(
+        help="Model registry directory (default: FRAUD_SCORING__REGISTRY); with "
+        "FRAUD_SCORING__REGISTRY_S3__BUCKET set, the local cache of the bucket's registry."
+    ),
 ]
 
 
@@ -51,6 +57,15 @@ def registry_path(path: Path | None) -> Path:
     from scoring.settings import get_settings
 
     return path or get_settings().scoring.registry
+
+
+def open_models(path: Path | None) -> ModelRegistry:
+    """The registry of the settings (the S3 bucket when configured), ``path`` overriding
+    FRAUD_SCORING__REGISTRY."""
+    from scoring.registry import open_registry
+    from scoring.settings import get_settings
+
+    return open_registry(get_settings(), path)
 
 
 @contextmanager

@@ -12,8 +12,8 @@ from fraudstream.commands.common import (
     RegistryOption,
     console,
     fail,
+    open_models,
     parse_time,
-    registry_path,
     steps,
 )
 
@@ -54,12 +54,11 @@ def train(
     Features are built by replaying the whole log from its start (labels applied at their
     reported_at); targets come from every label in the labels file. The new version is the last
     line of standard output."""
-    from scoring.registry import ModelRegistry
     from training.train import train_and_register
 
     tx, lb = _read_logs(transactions, labels)
     assert lb is not None
-    models = ModelRegistry(registry_path(registry))
+    models = open_models(registry)
     with steps() as progress:
         task = progress.add_task("reading logs")
         try:
@@ -95,7 +94,7 @@ def score_log(
     transaction's bank_id, card_id, timestamp and amount (which `evaluate` uses)."""
     from scoring.decision import policy_from
     from scoring.logs import write_log
-    from scoring.registry import ModelRegistry, RegistryError
+    from scoring.registry import RegistryError
     from scoring.settings import get_settings
     from training.offline import score_log as run_score_log
 
@@ -103,7 +102,7 @@ def score_log(
 
     tx, lb = _read_logs(transactions, labels)
     try:
-        loaded = ModelRegistry(registry_path(registry)).load(model)
+        loaded = open_models(registry).load(model)
     except RegistryError as exc:
         raise fail(str(exc)) from None
     with steps() as progress:
