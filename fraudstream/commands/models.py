@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fraudstream.commands.common import RegistryOption, console, fail, registry_path
+from fraudstream.commands.common import RegistryOption, console, fail, open_models
 
 if TYPE_CHECKING:
     from scoring.registry import ModelRegistry
@@ -20,9 +20,7 @@ def list_models(registry: RegistryOption = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from scoring.registry import ModelRegistry
-
-    models = ModelRegistry(registry_path(registry))
+    models = open_models(registry)
     aliases: dict[str, list[str]] = {}
     for alias, state in models.aliases().items():
         aliases.setdefault(state.version, []).append(alias)
@@ -64,9 +62,9 @@ def promote(
     announce: AnnounceOption = True,
 ) -> None:
     """Point an alias (default: champion) at VERSION and announce it."""
-    from scoring.registry import ModelRegistry, RegistryError
+    from scoring.registry import RegistryError
 
-    models = ModelRegistry(registry_path(registry))
+    models = open_models(registry)
     try:
         state = models.promote(version, alias)
     except RegistryError as exc:
@@ -81,9 +79,9 @@ def rollback(
     announce: AnnounceOption = True,
 ) -> None:
     """Point an alias back at the version it held before, and announce it."""
-    from scoring.registry import ModelRegistry, RegistryError
+    from scoring.registry import RegistryError
 
-    models = ModelRegistry(registry_path(registry))
+    models = open_models(registry)
     try:
         before = models.aliases().get(alias)
         version = models.rollback(alias)
