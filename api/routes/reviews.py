@@ -31,7 +31,8 @@ async def list_reviews(
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=100, description="Items per page.")] = 50,
     cursor: Annotated[
-        str | None, Query(max_length=200, description="Where the previous page ended.")
+        str | None,
+        Query(min_length=1, max_length=200, description="Where the previous page ended."),
     ] = None,
 ) -> Any:
     items, next_cursor = services.hub.reviews.page(caller.bank_id, cursor, limit)
