@@ -215,7 +215,14 @@ def test_a_worker_joining_and_leaving_changes_nothing(
     time.sleep(2.0)
     second = stack.start("second")
     second.wait_ready()
-    time.sleep(3.0)
+
+    def second_decides() -> bool:  # it rebuilds its state from the topics' start first
+        text = second.metrics()
+        return 'fraudstream_stream_events_total{direction="out"}' in text and (
+            _metric(text, "fraudstream_stream_events_total", direction="out") > 0
+        )
+
+    _wait_for(second_decides, 120, "the second worker's first decisions")
     assert second.stop() == 0, second.tail()
     producing.join()
     decided = _all_decisions(stack, world)
