@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,7 @@ from scoring.decision import DecisionPolicy
 from scoring.features import FEATURE_NAMES
 from scoring.logs import TIMESTAMP
 from scoring.registry import ModelRegistry
-from scoring.settings import KafkaSettings
 from stream.replay import replay
-from stream.topics import create_topics
 from tests.integration.stream_harness import Stack, read_topic
 from training.dataset import build_training_set, fraud_targets
 from training.evaluate import evaluate
@@ -78,19 +76,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 
 @pytest.fixture
-def stack(
-    world: World,
-    kafka_settings: KafkaSettings,
-    kafka_env: dict[str, str],
-    topic_prefix: str,
-    tmp_path: Path,
-    free_tcp_ports: Callable[[int], list[int]],
-) -> Iterator[Stack]:
-    kafka = kafka_settings.model_copy(update={"topic_prefix": topic_prefix, "partitions": 3})
-    create_topics(kafka)
-    deployment = Stack(kafka, kafka_env, world.registry_dir, tmp_path, free_tcp_ports)
-    yield deployment
-    deployment.close()
+def stack(world: World, stack_factory: Callable[[Path], Stack]) -> Stack:
+    return stack_factory(world.registry_dir)
 
 
 def run_compare(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
