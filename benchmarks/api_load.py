@@ -46,7 +46,6 @@ import platform
 import re
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -67,7 +66,6 @@ ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
 RESULTS = ROOT / "results"
 CACHE = ROOT / ".cache"
-TX_PER_CARD_PER_DAY = 1.65  # the simulator's average (as in stream_throughput.py)
 BANKS = ("bank01", "bank02", "bank03")
 LOAD_LIMIT = 3.0
 LOAD_WAIT_S = 60.0
@@ -77,16 +75,9 @@ ACTIONS = ("approve", "review", "decline")
 
 
 def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+    from stream_throughput import free_ports
 
-
-# ------------------------------------------------------------------------- the bare endpoint
+    return free_ports(count)
 
 
 def serve_bare(port: int) -> None:
@@ -504,32 +495,10 @@ def _metric(text: str, name: str, labels: dict[str, str] | None = None) -> float
 
 def prepare(seed: int = 4, n: int = 1_000_000) -> tuple[Any, Any, Path]:
     """The simulated month and champion of stream_throughput.py (the same cache folder)."""
-    import pyarrow.parquet as pq
+    from stream_throughput import prepare as prepare_stream  # imported late: the bare server
+    # subprocess runs this file too and needs none of it
 
-    from scoring.registry import ModelRegistry
-    from training.simulator import SimulationConfig, simulate
-    from training.train import train_and_register
-
-    days = 30
-    cards = max(int(n / days / TX_PER_CARD_PER_DAY), 100)
-    folder = CACHE / f"stream-{cards}-{days}-{seed}"
-    folder.mkdir(parents=True, exist_ok=True)
-    tx_file, label_file = folder / "transactions.parquet", folder / "labels.parquet"
-    if not tx_file.exists():
-        print(f"simulating {cards} cards x {days} days ...", flush=True)
-        transactions, labels = simulate(SimulationConfig(days=days, cards=cards, seed=seed))
-        pq.write_table(transactions, tx_file)
-        pq.write_table(labels, label_file)
-    transactions, labels = pq.read_table(tx_file), pq.read_table(label_file)
-    registry = ModelRegistry(folder / "registry")
-    if "champion" not in registry.aliases():
-        print("training the champion on the first two weeks ...", flush=True)
-        start: datetime = transactions.column("timestamp")[0].as_py()
-        model = train_and_register(
-            transactions, labels, registry=registry, until=start + timedelta(days=14), seed=1
-        )
-        registry.promote(model.version)
-    return transactions, labels, folder / "registry"
+    return prepare_stream(n, seed)
 
 
 @dataclass

@@ -65,6 +65,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import typer
 from sklearn.metrics import average_precision_score
+from stream_throughput import free_ports
 
 from scoring.decision import policy_from
 from scoring.features import FeatureEngine, replay_log
@@ -389,18 +390,6 @@ def recovery(
 # ---------------------------------------------------------------------------------- swap
 
 
-def _free_ports(count: int) -> list[int]:
-    import socket
-
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _serving(port: int, version: str) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
@@ -436,7 +425,7 @@ def swap_latency(
     # traffic at TRICKLE_RATE for about as long as the swaps take (~4 s each, 5 s before)
     transactions, labels = simulate(SimulationConfig(days=4, cards=1500, seed=seed + 1))
     transactions = transactions.slice(0, int(TRICKLE_RATE * (5 + 4 * len(pool))))
-    port, controller = _free_ports(2)
+    port, controller = free_ports(2)
     local = Settings().kafka.model_copy(
         update={"local_port": port, "local_controller_port": controller,
                 "local_dir": work / "broker", "local_heap": "-Xms512m -Xmx512m"}
@@ -453,7 +442,7 @@ def swap_latency(
         create_topics(kafka)
         ports = []
         for i in range(workers):
-            (http_port,) = _free_ports(1)
+            (http_port,) = free_ports(1)
             env = {
                 **os.environ,
                 "FRAUD_KAFKA__BOOTSTRAP_SERVERS": str(kafka.bootstrap_servers),

@@ -60,7 +60,8 @@ CACHE = ROOT / ".cache"
 TX_PER_CARD_PER_DAY = 1.65  # the simulator's average: sizes the card population for N rows
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
+    """``count`` free loopback ports (the other benchmarks use this one too)."""
     import socket
 
     sockets = [socket.socket() for _ in range(count)]
@@ -208,7 +209,7 @@ class Deployment:
     def start_worker(
         self, kafka: KafkaSettings, name: str, extra_env: dict[str, str] | None = None
     ) -> tuple[subprocess.Popen[bytes], int]:
-        (port,) = _free_ports(1)
+        (port,) = free_ports(1)
         env = {
             **os.environ,
             **(extra_env or {}),
@@ -242,7 +243,7 @@ class Deployment:
             [sys.executable, str(ROOT / "faust_worker.py"), "--bootstrap",
              str(kafka.bootstrap_servers), "--topic-prefix", kafka.topic_prefix,
              "--registry", str(self.registry), "--data-dir", str(self.work / name),
-             "--web-port", str(_free_ports(1)[0])],
+             "--web-port", str(free_ports(1)[0])],
             stdout=subprocess.PIPE, stderr=log, env={**os.environ, **(extra_env or {})},
         )  # fmt: skip
 
@@ -452,7 +453,7 @@ def main(
     methods = [m.strip() for m in reasons.split(",") if m.strip()]
     with tempfile.TemporaryDirectory(prefix="fraudstream-bench-") as tmp:
         work = Path(tmp)
-        port, controller = _free_ports(2)
+        port, controller = free_ports(2)
         local = Settings().kafka.model_copy(
             update={"local_port": port, "local_controller_port": controller,
                     "local_dir": work / "broker", "local_heap": "-Xms1g -Xmx1g"}
