@@ -36,6 +36,7 @@ from api.stream_link import KafkaLink
 from scoring.decision import policy_from
 from scoring.registry import open_registry
 from scoring.settings import Settings, get_settings
+from scoring.tokenize import tokenizer_from_settings
 
 DESCRIPTION = """
 Card-fraud decisions for banks: **approve / review / decline** within your deadline, with the
@@ -71,10 +72,13 @@ def create_app(
     models: Any = None,
 ) -> FastAPI:
     """The application. Raises :class:`api.security.ApiKeyConfigError` without API keys (unless
-    ``api.development``): there is no working default."""
+    ``api.development``): there is no working default; and
+    :class:`scoring.tokenize.TokenizationConfigError` for a malformed tokenization key."""
     settings = settings or get_settings()
     api = settings.api
     keys = KeyRing.from_settings(api)
+    secret = api.tokenization_key.get_secret_value() if api.tokenization_key else None
+    tokenizer = tokenizer_from_settings(secret, development=api.development)
     metrics = ApiMetrics()
     hub = DecisionHub(
         policy_from(settings),
@@ -123,9 +127,10 @@ def create_app(
         hub=hub,
         models=models,
         link=link,
+        tokenizer=tokenizer,
     )
     errors.install(app)
-    app.include_router(transactions.build_router(api.max_batch))
+    app.include_router(transactions.build_router(api.max_batch, tokenizer))
     app.include_router(decisions.router)
     app.include_router(labels.router)
     app.include_router(reviews.router)

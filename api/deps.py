@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from api.serving import ModelService
     from api.stream_link import KafkaLink
     from scoring.settings import Settings
+    from scoring.tokenize import CardTokenizer
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Services:
     hub: DecisionHub
     models: ModelService
     link: KafkaLink
+    tokenizer: CardTokenizer | None = None  # None: card_number is not accepted
 
 
 async def get_services(request: Request) -> Services:

@@ -29,6 +29,10 @@ FASTAPI_BODY_ERROR = "There was an error parsing the body"
 BANK_ID_IN_BODY = (
     "bank_id is not part of the body: the bank is the one your API key belongs to; leave it out"
 )
+CARD_NUMBER_NOT_TOKENIZED = (
+    "card_number is accepted only where the API tokenizes card numbers (a tokenization key is "
+    "configured: FRAUD_API__TOKENIZATION_KEY); send a card_id token instead"
+)
 
 
 def field_problems(errors: Sequence[Any]) -> list[dict[str, Any]]:
@@ -40,6 +44,8 @@ def field_problems(errors: Sequence[Any]) -> list[dict[str, Any]]:
         kind = str(error.get("type", "value_error"))
         if kind == "extra_forbidden" and loc[-1:] == ["bank_id"]:
             msg = BANK_ID_IN_BODY
+        if kind == "extra_forbidden" and loc[-1:] == ["card_number"]:
+            msg = CARD_NUMBER_NOT_TOKENIZED
         problems.append({"loc": loc, "msg": msg, "type": kind})
     return problems
 

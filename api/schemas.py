@@ -18,9 +18,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 
 from scoring.records import Decision, looks_like_pan
+from scoring.tokenize import check_card_number
 
 # ---------------------------------------------------------------------------------- field types
 
@@ -40,7 +41,26 @@ def _not_pan(value: str) -> str:
     return value
 
 
+def _card_number(value: str) -> str:
+    check_card_number(value)  # its message never repeats the value
+    return value
+
+
 Text64 = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_valid_unicode)]
+#: JSON-schema ``format`` of ``card_number`` (13-19 digits passing Luhn; the pattern says the
+#: first part, Luhn is a custom format so that schema-driven clients can generate valid ones).
+CARD_NUMBER_FORMAT = "card-number"
+CardNumber = Annotated[
+    str,
+    Field(
+        pattern=r"^[0-9]{13,19}$",
+        json_schema_extra={"format": CARD_NUMBER_FORMAT},
+        description="The raw card number (13–19 digits passing Luhn), for banks that do not "
+        "tokenize themselves: replaced on arrival by `card_id = tok_<key id>_<HMAC>` and never "
+        "stored, logged or forwarded. Send either `card_id` or `card_number`.",
+    ),
+    AfterValidator(_card_number),
+]
 CardToken = Annotated[
     str,
     Field(
@@ -129,9 +149,43 @@ class TransactionIn(BaseModel):
     customer_id: Text64 | None = None
 
 
-def batch_request_model(max_batch: int) -> type[BaseModel]:
+class TokenizingTransactionIn(TransactionIn):
+    """A transaction on a deployment that tokenizes card numbers: ``card_id`` or ``card_number``.
+
+    Only the route sees this model: it swaps ``card_number`` for its token at once
+    (:meth:`with_card_id`), so everything after holds a :class:`TransactionIn`.
+    """
+
+    model_config = ConfigDict(
+        **_STRICT,
+        json_schema_extra={
+            "examples": [TRANSACTION_EXAMPLE],
+            "oneOf": [{"required": ["card_id"]}, {"required": ["card_number"]}],
+        },
+    )
+
+    # Absent, not nullable: an explicit null is a 422, so the schema's oneOf says what is accepted.
+    card_id: CardToken = None  # type: ignore[assignment]
+    card_number: CardNumber = None  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _one_card(self) -> TokenizingTransactionIn:
+        if (self.card_id is None) == (self.card_number is None):
+            raise ValueError("send exactly one of card_id (a token) and card_number")
+        return self
+
+    def with_card_id(self, card_id: str) -> TransactionIn:
+        """This transaction as the stream gets it: ``card_id`` set, no ``card_number``."""
+        fields = {k: getattr(self, k) for k in TransactionIn.model_fields}
+        fields["card_id"] = card_id
+        return TransactionIn.model_construct(**fields)
+
+
+def batch_request_model(
+    max_batch: int, item: type[TransactionIn] = TransactionIn
+) -> type[BaseModel]:
     """The batch body; its size limit is a setting, so the model is made per app."""
-    items = Annotated[list[TransactionIn], Field(min_length=1, max_length=max_batch)]
+    items = Annotated[list[item], Field(min_length=1, max_length=max_batch)]  # type: ignore[valid-type]
     return create_model(
         "TransactionBatch",
         __config__=ConfigDict(

@@ -140,7 +140,14 @@ class ApiSettings(BaseModel):
     api_keys: SecretStr | None = Field(
         default=None, description="JSON {bank_id: [sha256 hex of key, ...]}; no working default."
     )
-    tokenization_key: SecretStr | None = None
+    tokenization_key: SecretStr | None = Field(
+        default=None,
+        description="Card-number tokenization (scoring/tokenize.py, docs/api.md): a secret of at "
+        "least 32 characters (key id k1), or JSON {\"active\": \"<key id>\", \"keys\": "
+        "{\"<key id>\": \"<secret>\", ...}} for rotation. Set: `card_number` is accepted and "
+        "replaced by an HMAC token at once. Unset: `card_number` is refused (in development the "
+        "public development key tokenizes). No working default.",
+    )
     development: bool = Field(
         default=False,
         description="Development only: without api_keys, accept the public placeholder key "

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from msgspec.structs import astuple
 
+from scoring.card_data import mask_card_numbers
 from scoring.logs import LABEL_SCHEMA, TIMESTAMP, TRANSACTION_SCHEMA
 from scoring.records import MAX_EPOCH_MS, looks_like_pan
 
@@ -87,6 +88,12 @@ class Rejected:
     reason: str  # names the field; never echoes a card number
 
 
+def _reason(text: str) -> str:
+    # msgspec quotes some offending values ("Invalid enum value '...'", unknown field names): a
+    # card number among them is masked before the reason reaches a DLQ header or a log line.
+    return mask_card_numbers(text.encode("utf-8", "replace"))[0].decode("utf-8", "replace")
+
+
 def _epoch_ms(value: datetime | int, field: str) -> int:
     if isinstance(value, int):
         if not 0 <= value < MAX_EPOCH_MS:
@@ -109,9 +116,9 @@ def _decode_all(
         try:
             good.append((i, decode(value)))
         except msgspec.ValidationError as exc:
-            rejected.append(Rejected(i, f"invalid: {exc}"))
+            rejected.append(Rejected(i, _reason(f"invalid: {exc}")))
         except msgspec.DecodeError as exc:
-            rejected.append(Rejected(i, f"not JSON: {exc}"))
+            rejected.append(Rejected(i, _reason(f"not JSON: {exc}")))
     return good, rejected
 
 

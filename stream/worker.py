@@ -45,6 +45,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from scoring.card_data import mask_card_numbers
 from scoring.decision import policy_from
 from scoring.drift import WARN_PSI, DriftMonitor, reference_of
 from scoring.features import FeatureEngine, catalog
@@ -66,6 +67,7 @@ from stream.topics import PRODUCER_PARTITIONER, TopicNames
 
 log = logging.getLogger("fraudstream.worker")
 SOURCE_HEADER = "fraudstream-source"  # topic/partition/offset of a dead letter's original
+MASKED_HEADER = "fraudstream-masked"  # present when card numbers were masked in key or value
 DAY_MS = 86_400_000
 HIGH_REFRESH_S = 0.1  # how often an unknown end offset is asked of the broker
 DRIFT_EXPORT_S = 10.0  # PSI over ~50k decayed rows moves slowly; no need to recompute it often
@@ -741,12 +743,15 @@ def _drift_monitor(model: LoadedModel) -> DriftMonitor | None:
 
 
 def _dead_letter(rejected: RejectedMessage, topics: TopicNames) -> OutRecord:
+    """The rejected message with its reason; card numbers in its key or value are masked (a bank
+    that sent a raw card number must not get it copied into a second topic)."""
     origin = f"{topics.transactions}/{rejected.source.partition}/{rejected.offset}"
-    return OutRecord(
-        rejected.key,
-        rejected.value,
-        [(ERROR_HEADER, rejected.reason.encode()), (SOURCE_HEADER, origin.encode())],
-    )
+    key = mask_card_numbers(rejected.key)[0] if rejected.key is not None else None
+    value, masked = mask_card_numbers(rejected.value)
+    headers = [(ERROR_HEADER, rejected.reason.encode()), (SOURCE_HEADER, origin.encode())]
+    if masked or key != rejected.key:
+        headers.append((MASKED_HEADER, b"card numbers masked"))
+    return OutRecord(key, value, headers)
 
 
 def _in_main_thread() -> bool:

@@ -11,9 +11,16 @@ from fastapi import APIRouter, Body, HTTPException, Response
 
 from api.deps import CallerDep, ServicesDep, StartedDep
 from api.routes.common import AUTH, BODY, problem
-from api.schemas import TRANSACTION_EXAMPLE, DecisionBatch, TransactionIn, batch_request_model
+from api.schemas import (
+    TRANSACTION_EXAMPLE,
+    DecisionBatch,
+    TokenizingTransactionIn,
+    TransactionIn,
+    batch_request_model,
+)
 from api.security import retry_after
 from scoring.records import Decision
+from scoring.tokenize import CardTokenizer
 
 REPLAYED = "Idempotent-Replayed"
 DECISION_HEADERS = {
@@ -42,16 +49,40 @@ the decision then says `degraded: true`, and the stream's own decision is record
 Idempotent by `transaction_id`: the same id with the same body returns the same decision (also
 while the first request is still waiting); the same id with a different body is a 409."""
 
+TOKENIZING_DOC = """
 
-def build_router(max_batch: int) -> APIRouter:
+This deployment tokenizes card numbers: instead of `card_id` you may send the raw card number in
+`card_number`; it is replaced on arrival by `card_id = tok_<key id>_<HMAC>` (the same card always
+gets the same token) and never stored, logged or forwarded. Idempotency compares the tokenized
+transaction."""
+
+
+BATCH_TOKENIZING_DOC = " Card numbers may be sent in `card_number` (see the single route)."
+
+
+def build_router(max_batch: int, tokenizer: CardTokenizer | None = None) -> APIRouter:
+    """The routes; with a ``tokenizer`` the bodies also accept ``card_number``."""
     router = APIRouter(prefix="/v1", tags=["transactions"])
-    batch_model: Any = batch_request_model(max_batch)
+    body_model: Any = TokenizingTransactionIn if tokenizer is not None else TransactionIn
+    batch_model: Any = batch_request_model(max_batch, body_model)
+    description = DECISION_DOC + (TOKENIZING_DOC if tokenizer is not None else "")
+
+    def tokenized(transaction: TransactionIn) -> TransactionIn:
+        # The card number is replaced here, before the hub (idempotency store, Kafka) sees it.
+        if isinstance(transaction, TokenizingTransactionIn):
+            assert tokenizer is not None
+            card_id = transaction.card_id
+            if transaction.card_number is not None:
+                card_id = tokenizer.tokenize(transaction.card_number)
+            assert card_id is not None
+            return transaction.with_card_id(card_id)
+        return transaction
 
     @router.post(
         "/transactions",
         response_model=Decision,
         summary="Decide one transaction",
-        description=DECISION_DOC,
+        description=description,
         responses={
             200: {"description": "The decision.", "headers": DECISION_HEADERS},
             409: CONFLICT,
@@ -61,7 +92,7 @@ def build_router(max_batch: int) -> APIRouter:
     )
     async def decide_one(
         transaction: Annotated[
-            TransactionIn,
+            body_model,
             Body(
                 openapi_examples={
                     "pos": {"summary": "A card-present purchase", "value": TRANSACTION_EXAMPLE},
@@ -81,7 +112,9 @@ def build_router(max_batch: int) -> APIRouter:
         services: ServicesDep,
         started: StartedDep,
     ) -> Response:
-        ((future, replayed),) = services.hub.submit_many(caller.bank_id, [transaction], started)
+        ((future, replayed),) = services.hub.submit_many(
+            caller.bank_id, [tokenized(transaction)], started
+        )
         told = await asyncio.shield(future)
         return _decided(told, replayed, started)
 
@@ -92,7 +125,12 @@ def build_router(max_batch: int) -> APIRouter:
         description="Like `POST /v1/transactions` for each transaction, all with the same "
         "deadline; decisions come back in request order. All or nothing for conflicts: when any "
         "transaction_id conflicts (with an earlier request, or within the batch) nothing is sent "
-        "and the answer is 409. Each transaction counts against the rate limit.",
+        "and the answer is 409. Each transaction counts against the rate limit."
+        + (
+            " Card numbers may be sent in `card_number` (see the single route)."
+            if tokenizer
+            else ""
+        ),
         responses={200: {"description": "The decisions."}, 409: CONFLICT, **AUTH, **BODY},
     )
     async def decide_batch(
@@ -101,7 +139,7 @@ def build_router(max_batch: int) -> APIRouter:
         services: ServicesDep,
         started: StartedDep,
     ) -> Response:
-        transactions: list[TransactionIn] = batch.transactions
+        transactions = [tokenized(t) for t in batch.transactions]
         wait = services.limiter.take(caller.key_id, len(transactions) - 1)  # one taken already
         if wait > 0:
             raise HTTPException(

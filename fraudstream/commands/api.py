@@ -37,6 +37,7 @@ def api(
     from api.app import create_app
     from api.security import ApiKeyConfigError
     from scoring.settings import get_settings
+    from scoring.tokenize import TokenizationConfigError
 
     log_to_stderr()
     settings = get_settings()
@@ -51,11 +52,15 @@ def api(
     )
     try:
         app = create_app(settings, registry=registry_path(registry))
-    except ApiKeyConfigError as exc:
+    except (ApiKeyConfigError, TokenizationConfigError) as exc:
         raise fail(f"api not started: {exc}") from None
     if settings.api.api_keys is None and settings.api.development:
         logging.getLogger("fraudstream.api").warning(
             "DEVELOPMENT MODE: accepting the public API key 'fraudstream-dev-key' (bank dev-bank)"
+        )
+    if settings.api.tokenization_key is None and settings.api.development:
+        logging.getLogger("fraudstream.api").warning(
+            "DEVELOPMENT MODE: card_number is tokenized with the public development key"
         )
     # uvicorn re-raises SIGTERM once it has shut down gracefully, so the process would end "killed
     # by SIGTERM"; like the worker, a clean stop on SIGTERM exits 0.
