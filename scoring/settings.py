@@ -124,6 +124,15 @@ class ScoringSettings(BaseModel):
         "~3.5 ms per explained row on a 450-tree model. path: decision-path contributions, an "
         "exact decomposition of the raw score but not Shapley values, ~20 µs per row.",
     )
+    max_cards: int | None = Field(
+        default=10_000_000,
+        ge=1,
+        description="Most cards whose feature state is held at once (the worker, `score-log` and "
+        "`train` must agree: it changes features). Beyond it, when a second begins, the least "
+        "recently active cards are forgotten (1/16 of the cap at a time) and counted in "
+        'fraudstream_feature_state_evictions_total{reason="capacity"}. ~0.95 KB per card '
+        '(docs/stream.md, "Memory bounds"); null: no cap, only the 180-day idle expiry.',
+    )
     banks: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Per-bank policy overrides as JSON: {bank_id: {review_cost, friction_share, "
@@ -264,6 +273,13 @@ class StreamSettings(BaseModel):
         default=5.0, gt=0, description="Longest wait for messages before the loop moves on."
     )
     batch_max: int = Field(default=20_000, ge=1, description="Most messages taken per poll.")
+    max_buffered_messages: int = Field(
+        default=50_000,
+        ge=1,
+        description="Backpressure: a partition with more decoded messages than this waiting in "
+        "the event-time merge (for a slower partition to catch up) is paused until the merge "
+        "has released them. Bounds the merge buffer to about partitions x this x ~0.5 KB.",
+    )
     source_idle_ms: float = Field(
         default=50.0,
         ge=0,

@@ -252,6 +252,18 @@ class EventTimeMerge:
     def buffered(self) -> int:
         return sum(len(c) for s in self.sources.values() for c in s.chunks)
 
+    def to_hold_back(self, limit: int, now: float | None = None) -> set[SourceId]:
+        """Sources whose reading should pause: more than ``limit`` messages buffered, all of them
+        waiting for another partition to reach their second. A partition that holds the watermark
+        back (frontier at or below it) is never paused, so the merge can always move on: pausing
+        the others only stops them from piling up messages it cannot release yet."""
+        mark = self.watermark(now)
+        return {
+            sid
+            for sid, source in self.sources.items()
+            if source.frontier > mark and sum(len(c) for c in source.chunks) > limit
+        }
+
 
 def _cat(arrays: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(arrays) if arrays else np.empty(0, np.int64)

@@ -54,6 +54,8 @@ def train(
     Features are built by replaying the whole log from its start (labels applied at their
     reported_at); targets come from every label in the labels file. The new version is the last
     line of standard output."""
+    from scoring.features import EngineConfig
+    from scoring.settings import get_settings
     from training.train import train_and_register
 
     tx, lb = _read_logs(transactions, labels)
@@ -66,6 +68,7 @@ def train(
                 tx, lb, registry=models, seed=seed,
                 start=parse_time(start, "--from"), until=parse_time(until, "--until"),
                 on_step=lambda text: progress.update(task, description=text),
+                engine_config=EngineConfig.from_settings(get_settings()),  # = the worker's
             )  # fmt: skip
         except ValueError as exc:
             raise fail(str(exc)) from None
@@ -93,6 +96,7 @@ def score_log(
     Output columns: transaction_id, score, action, model_version, then rule, cost parts and the
     transaction's bank_id, card_id, timestamp and amount (which `evaluate` uses)."""
     from scoring.decision import policy_from
+    from scoring.features import EngineConfig
     from scoring.logs import write_log
     from scoring.registry import RegistryError
     from scoring.settings import get_settings
@@ -112,6 +116,7 @@ def score_log(
             start=parse_time(start, "--from"), until=parse_time(until, "--until"),
             cpu_second_usd=settings.scoring.cpu_second_usd,
             reasons_method=settings.scoring.reasons_method,
+            engine_config=EngineConfig.from_settings(settings),  # = the worker's
         )  # fmt: skip
     write_log(scores, out)
     console.print(f"wrote {scores.num_rows:,} decisions to {out}")

@@ -18,6 +18,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -40,14 +41,42 @@ LABEL_EVENT_SCHEMA = pa.schema(
 )
 
 
+DEFAULT_MAX_CARDS = 10_000_000  # = ScoringSettings.max_cards (a unit test holds them equal)
+CAPACITY_SLACK = 16  # a capacity eviction frees 1/16 of max_cards, so it runs rarely
+
+
 @dataclass(frozen=True)
 class EngineConfig:
+    """How much state the engine keeps. Offline (``train``, ``score-log``) and online (the worker)
+    must use the same values: both change features (see :meth:`FeatureEngine.process`)."""
+
     ttl_days: float = 180.0  # state idle longer than this is forgotten (bounded memory)
     initial_capacity: int = 1024
+    # Most cards held at once; None: no cap (memory then grows with the cards active in the TTL).
+    max_cards: int | None = DEFAULT_MAX_CARDS
 
     @property
     def ttl_ms(self) -> int:
         return int(self.ttl_days * cat.DAY_MS)
+
+    @property
+    def card_row_limit(self) -> int | None:
+        """Rows the card tables may grow to: the cap plus room for the new cards of one second
+        (the cap is enforced when a second begins, see :meth:`FeatureEngine.process`)."""
+        if self.max_cards is None:
+            return None
+        return self.max_cards + max(self.max_cards // CAPACITY_SLACK, 1024)
+
+    @property
+    def capacity_low_mark(self) -> int:
+        """Cards left after a capacity eviction."""
+        assert self.max_cards is not None
+        return self.max_cards - max(self.max_cards // CAPACITY_SLACK, 1)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> EngineConfig:
+        """The configuration of ``scoring.settings.Settings`` (``scoring.max_cards``)."""
+        return cls(max_cards=settings.scoring.max_cards)
 
 
 def label_effective_ms(reported_ms: np.ndarray) -> np.ndarray:
@@ -71,13 +100,16 @@ def stable_hash(key: str) -> int:
 
 class KeyIndex:
     """Maps keys (card, merchant or terminal ids) to rows of a state table that grows and reuses
-    freed rows. ``hashes[slot]`` is the key's stable hash, used where a card remembers merchants."""
+    freed rows. ``hashes[slot]`` is the key's stable hash, used where a card remembers merchants
+    (and to break ties when cards are evicted); ``live[slot]`` says whether a key holds the row."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, *, row_limit: int | None = None) -> None:
         self.slots: dict[str, int] = {}
         self.keys: list[str | None] = []
         self.free: list[int] = []
         self.hashes = np.zeros(capacity, dtype=np.int64)
+        self.live = np.zeros(capacity, dtype=bool)
+        self.row_limit = row_limit
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -104,10 +136,12 @@ class KeyIndex:
             slot = len(self.keys)
             self.keys.append(key)
             if slot >= self.hashes.shape[0]:
-                self.hashes = _grown(self.hashes, slot + 1)
+                self.hashes = _grown(self.hashes, slot + 1, self.row_limit)
+                self.live = _grown(self.live, slot + 1, self.row_limit)
         on_new(slot)
         self.slots[key] = slot
         self.hashes[slot] = stable_hash(key)
+        self.live[slot] = True
         return slot
 
     def release(self, slots: np.ndarray) -> None:
@@ -117,7 +151,11 @@ class KeyIndex:
                 del self.slots[key]
                 self.keys[slot] = None
                 self.hashes[slot] = 0
+                self.live[slot] = False
                 self.free.append(slot)
+
+    def live_slots(self) -> np.ndarray:
+        return np.flatnonzero(self.live[: len(self.keys)])
 
 
 class _Grow:
@@ -131,8 +169,13 @@ class _Grow:
         self.engine._ensure_row(self.which, slot)
 
 
-def _grown(array: np.ndarray, needed: int) -> np.ndarray:
-    size = max(needed, 2 * array.shape[0], 16)
+def _grown(array: np.ndarray, needed: int, limit: int | None = None) -> np.ndarray:
+    """A copy with room for ``needed`` rows: twice the size, but not past ``limit`` (the cap), so
+    a capped table never holds (or, while copying, touches) rows it may not use."""
+    size = max(2 * array.shape[0], 16)
+    if limit is not None:
+        size = min(size, limit)
+    size = max(size, needed)
     out = np.zeros((size, *array.shape[1:]), dtype=array.dtype)
     out[: array.shape[0]] = array
     return out
@@ -146,7 +189,7 @@ class FeatureEngine:
     def __init__(self, config: EngineConfig | None = None, *, pure_python: bool | None = None):
         self.config = config or EngineConfig()
         n = self.config.initial_capacity
-        self.cards = KeyIndex(n)
+        self.cards = KeyIndex(n, row_limit=self.config.card_row_limit)
         self.merchants = KeyIndex(n)
         self.terminals = KeyIndex(n)
         self.card_f = np.zeros((n, kernels.CARD_F))
@@ -161,14 +204,22 @@ class FeatureEngine:
         self._grow_card = _Grow(self, "card")
         self._grow_merchant = _Grow(self, "merchant")
         self._grow_terminal = _Grow(self, "terminal")
+        # The engine's event-time clock: the newest second and day it has seen. Upkeep (freeing
+        # expired rows each day, capacity evictions) happens when these move, in event time, so
+        # online and offline do it at the same points of the event sequence.
+        self.clock_bucket = kernels.EMPTY
+        self.clock_day = kernels.EMPTY
+        # rows freed so far, by (entity, reason): ("card", "ttl"), ("card", "capacity"), ...
+        self.evictions: dict[tuple[str, str], int] = {}
 
     # ------------------------------------------------------------------------------ state rows
 
     def _ensure_row(self, which: str, slot: int) -> None:
         if which == "card":
             if slot >= self.card_f.shape[0]:
-                self.card_f = _grown(self.card_f, slot + 1)
-                self.card_i = _grown(self.card_i, slot + 1)
+                limit = self.config.card_row_limit
+                self.card_f = _grown(self.card_f, slot + 1, limit)
+                self.card_i = _grown(self.card_i, slot + 1, limit)
             kernels.reset_card(self.card_f, self.card_i, slot)
         elif which == "merchant":
             if slot >= self.merchant_f.shape[0]:
@@ -190,19 +241,24 @@ class FeatureEngine:
         in time order; at equal times a transaction comes before a label (features see labels
         effective strictly before), and ties keep input order. State carries over to the next
         call, which must hold later events (merchant/terminal state also accepts transactions of
-        the current or an earlier second in any order, see :mod:`scoring.features.kernels`)."""
-        n_tx = transactions.num_rows
-        tx = self._encode(transactions)
-        tx_ts = _millis(transactions.column("timestamp"))
-        if labels is not None and labels.num_rows:
-            lb = self._encode(labels)
-            lb_ts = label_effective_ms(_millis(labels.column("reported_at")))
-            n_lb = labels.num_rows
-        else:
-            lb = self._encode(LABEL_EVENT_SCHEMA.empty_table())
-            lb_ts = np.empty(0, dtype=np.int64)
-            n_lb = 0
+        the current or an earlier second in any order, see :mod:`scoring.features.kernels`).
 
+        Upkeep, in event time, before the first event of a second or a day (UTC) the engine has
+        not seen yet: a new day frees the rows of keys idle longer than the TTL
+        (:meth:`evict_idle`; never changes a feature); a new second with more than
+        ``config.max_cards`` cards held evicts the least recently active cards (last transaction
+        or label; ties by key hash) down to ``config.capacity_low_mark``. An evicted card starts
+        afresh, as if new, when it comes back: that changes its features, identically online and
+        offline, because every card event before the second is applied first in both."""
+        n_tx = transactions.num_rows
+        labels = labels if labels is not None and labels.num_rows else None
+        n_lb = labels.num_rows if labels is not None else 0
+        tx_ts = _millis(transactions.column("timestamp"))
+        lb_ts = (
+            label_effective_ms(_millis(labels.column("reported_at")))
+            if labels is not None
+            else np.empty(0, dtype=np.int64)
+        )
         kind = np.concatenate([np.zeros(n_tx, np.int8), np.ones(n_lb, np.int8)])
         ts = np.concatenate([tx_ts, lb_ts])
         order = np.lexsort((kind, ts))  # by time, transactions first at a tie; stable
@@ -210,28 +266,79 @@ class FeatureEngine:
         def both(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             return np.concatenate([a, b])[order]
 
+        lb_table = labels if labels is not None else LABEL_EVENT_SCHEMA.empty_table()
+        events = _Events(
+            kind=kind[order],
+            ts=ts[order],
+            amount=both(_floats(transactions, "amount"), np.zeros(n_lb)),
+            country=both(_country_codes(transactions), np.zeros(n_lb, np.int64)),
+            channel=both(_channel_codes(transactions), np.full(n_lb, -1, np.int64)),
+            mcc=both(_mcc_codes(transactions), np.full(n_lb, -1, np.int64)),
+            card_present=both(
+                _bools(transactions, "card_present", default=-1), np.zeros(n_lb, np.int8)
+            ),
+            is_fraud=both(
+                np.zeros(n_tx, np.int8),
+                _bools(labels, "is_fraud", default=0)
+                if labels is not None
+                else np.zeros(0, np.int8),
+            ),
+            out_row=both(np.arange(n_tx, dtype=np.int64), np.full(n_lb, -1, np.int64)),
+            card=_sorted_keys(_card_keys(transactions), _card_keys(lb_table), order),
+            merchant=_sorted_keys(
+                _text(transactions, "merchant_id"), _text(lb_table, "merchant_id"), order
+            ),
+            terminal=_sorted_keys(
+                _text(transactions, "terminal_id"), _text(lb_table, "terminal_id"), order
+            ),
+        )
         out = np.empty((n_tx, cat.NUM_FEATURES), dtype=np.float64)
-        amount = np.concatenate([_floats(transactions, "amount"), np.zeros(n_lb)])
-        is_fraud = np.zeros(n_tx + n_lb, dtype=np.int8)
-        if n_lb:
-            is_fraud[n_tx:] = _bools(labels, "is_fraud", default=0)
+        bucket = events.ts // kernels.BUCKET_MS
+        day = events.ts // cat.DAY_MS
+        start, n = 0, len(order)
+        while start < n:
+            if day[start] > self.clock_day:
+                if self.clock_day != kernels.EMPTY:
+                    self._free_expired(int(day[start]) * cat.DAY_MS)
+                self.clock_day = int(day[start])
+            if bucket[start] > self.clock_bucket:
+                self.clock_bucket = int(bucket[start])
+                self._enforce_capacity()
+            # up to the next day, or the next second at which the cap would be exceeded
+            stop = int(np.searchsorted(day, self.clock_day + 1, side="left"))
+            stop = self._capacity_stop(events.card, bucket, start, stop)
+            self._run(events, start, stop, out)
+            self.clock_bucket = max(self.clock_bucket, int(bucket[stop - 1]))
+            start = stop
+        return out
+
+    def _run(self, events: _Events, start: int, stop: int, out: np.ndarray) -> None:
+        """The kernel over events[start:stop] (time-ordered)."""
+        part = slice(start, stop)
+        card = self._lookup_unique(
+            self.cards, events.card.slice(start, stop - start), self._grow_card
+        )
+        merchant = self._lookup_unique(
+            self.merchants, events.merchant.slice(start, stop - start), self._grow_merchant
+        )
+        terminal = self._lookup_unique(
+            self.terminals, events.terminal.slice(start, stop - start), self._grow_terminal
+        )
         self._kernel(
-            kind[order],
-            ts[order],
-            amount[order],
-            both(tx.card, lb.card),
-            both(tx.merchant, lb.merchant),
-            both(tx.terminal, lb.terminal),
-            both(tx.merchant_hash, lb.merchant_hash),
-            both(tx.terminal_hash, lb.terminal_hash),
-            both(_country_codes(transactions), np.zeros(n_lb, np.int64)),
-            both(_channel_codes(transactions), np.full(n_lb, -1, np.int64)),
-            both(_mcc_codes(transactions), np.full(n_lb, -1, np.int64)),
-            np.concatenate(
-                [_bools(transactions, "card_present", default=-1), np.zeros(n_lb, np.int8)]
-            )[order],
-            is_fraud[order],
-            np.concatenate([np.arange(n_tx, dtype=np.int64), np.full(n_lb, -1, np.int64)])[order],
+            events.kind[part],
+            events.ts[part],
+            events.amount[part],
+            card,
+            merchant,
+            terminal,
+            _hashes(self.merchants, merchant),
+            _hashes(self.terminals, terminal),
+            events.country[part],
+            events.channel[part],
+            events.mcc[part],
+            events.card_present[part],
+            events.is_fraud[part],
+            events.out_row[part],
             self.card_f,
             self.card_i,
             self.merchant_f,
@@ -242,24 +349,55 @@ class FeatureEngine:
             self._scratch,
             out,
         )
-        return out
 
-    def _encode(self, table: pa.Table) -> _Keys:
-        """State slots (and merchant/terminal hashes) of each row's card, merchant, terminal."""
-        card = self._lookup_unique(self.cards, _card_keys(table), self._grow_card)
-        merchant = self._lookup_unique(
-            self.merchants, _text(table, "merchant_id"), self._grow_merchant
+    def _capacity_stop(self, cards: pa.Array, bucket: np.ndarray, start: int, stop: int) -> int:
+        """The first second-boundary in (start, stop) at which more than ``max_cards`` cards would
+        be held (new cards of the events before it counted), or ``stop``."""
+        cap = self.config.max_cards
+        if cap is None:
+            return stop
+        keys = cards.slice(start, stop - start).dictionary_encode()
+        if len(self.cards) + len(keys.dictionary) <= cap:  # the usual case: cannot be reached
+            return stop
+        slots = self.cards.slots
+        is_new = np.fromiter(
+            (k is not None and k not in slots for k in keys.dictionary.to_pylist()),
+            dtype=bool,
+            count=len(keys.dictionary),
         )
-        terminal = self._lookup_unique(
-            self.terminals, _text(table, "terminal_id"), self._grow_terminal
+        codes = pc.fill_null(keys.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        valid = codes >= 0
+        first_new = np.zeros(len(codes), dtype=np.int64)  # 1 where a new card first appears
+        uniques, first = np.unique(codes[valid], return_index=True)
+        positions = np.flatnonzero(valid)[first[is_new[uniques]]]
+        first_new[positions] = 1
+        held_before = len(self.cards) + np.concatenate([[0], np.cumsum(first_new)[:-1]])
+        window = bucket[start:stop]
+        boundary = np.zeros(len(window), dtype=bool)
+        boundary[1:] = window[1:] > np.maximum(window[:-1], self.clock_bucket)
+        over = np.flatnonzero(boundary & (held_before > cap))
+        return start + int(over[0]) if over.size else stop
+
+    def _enforce_capacity(self) -> None:
+        cap = self.config.max_cards
+        if cap is None or len(self.cards) <= cap:
+            return
+        live = self.cards.live_slots()
+        last = np.maximum(
+            self.card_i[live, kernels.CI_LAST_TS], self.card_i[live, kernels.CI_LABEL_AS_OF]
         )
-        return _Keys(
-            card=card,
-            merchant=merchant,
-            terminal=terminal,
-            merchant_hash=_hashes(self.merchants, merchant),
-            terminal_hash=_hashes(self.terminals, terminal),
-        )
+        k = len(live) - self.config.capacity_low_mark
+        # the k least recently active; among cards at the threshold, the lowest key hashes
+        threshold = np.partition(last, k - 1)[k - 1]
+        older = live[last < threshold]
+        tied = live[last == threshold]
+        tied = tied[np.argsort(self.cards.hashes[tied], kind="stable")][: k - older.size]
+        self._release("card", "capacity", self.cards, np.concatenate([older, tied]))
+
+    def _release(self, entity: str, reason: str, index: KeyIndex, slots: np.ndarray) -> None:
+        index.release(slots)
+        key = (entity, reason)
+        self.evictions[key] = self.evictions.get(key, 0) + int(slots.size)
 
     @staticmethod
     def _lookup_unique(index: KeyIndex, keys: pa.Array, grow: _Grow) -> np.ndarray:
@@ -278,35 +416,42 @@ class FeatureEngine:
 
     def evict_idle(self, now_ms: int) -> int:
         """Free the rows of keys idle for longer than the TTL. Features never change by it: the
-        kernel resets such rows on their next use anyway. Returns how many rows were freed."""
+        kernel resets such rows on their next use anyway. Returns how many rows were freed.
+
+        :meth:`process` does this itself at the start of every event-time day; calling it at
+        other times frees memory sooner but moves the card count, and so when a capacity
+        eviction happens: a worker that must match offline replay leaves it to the engine."""
         ttl = self.config.ttl_ms
         freed = 0
         bucket_start = now_ms // kernels.BUCKET_MS * kernels.BUCKET_MS
         tables = (
-            (
-                self.cards,
-                np.maximum(
-                    self.card_i[:, kernels.CI_LAST_TS], self.card_i[:, kernels.CI_LABEL_AS_OF]
-                ),
-                now_ms,
-            ),
+            ("card", self.cards, self.card_i, (kernels.CI_LAST_TS, kernels.CI_LABEL_AS_OF), now_ms),
             # the kernel expires merchants and terminals at the start of an event's bucket
-            (self.merchants, self.merchant_i[:, kernels.EI_LAST_TS], bucket_start),
-            (self.terminals, self.terminal_i[:, kernels.EI_LAST_TS], bucket_start),
+            ("merchant", self.merchants, self.merchant_i, (kernels.EI_LAST_TS,), bucket_start),
+            ("terminal", self.terminals, self.terminal_i, (kernels.EI_LAST_TS,), bucket_start),
         )
-        for index, last, now in tables:
-            live = np.fromiter(
-                (k is not None for k in index.keys), dtype=bool, count=len(index.keys)
-            )
-            stale = np.flatnonzero(live & (now - last[: len(index.keys)] > ttl))
-            index.release(stale)
+        for entity, index, state_i, columns, now in tables:
+            live = index.live_slots()
+            last = state_i[live, columns[0]]
+            for column in columns[1:]:
+                last = np.maximum(last, state_i[live, column])
+            stale = live[now - last > ttl]
+            self._release(entity, "ttl", index, stale)
             freed += stale.size
         return freed
 
+    def _free_expired(self, day_start_ms: int) -> None:
+        self.evict_idle(day_start_ms)
+
     def memory_bytes(self) -> int:
+        """Bytes of the state arrays as allocated (rows held and rows free for reuse). The key
+        maps (Python dicts of the ids) come on top: see benchmarks/README.md, "State memory"."""
         arrays = (self.card_f, self.card_i, self.merchant_f, self.merchant_i, self.terminal_f,
                   self.terminal_i)  # fmt: skip
-        return sum(a.nbytes for a in arrays)
+        index_bytes = sum(
+            i.hashes.nbytes + i.live.nbytes for i in (self.cards, self.merchants, self.terminals)
+        )
+        return sum(a.nbytes for a in arrays) + index_bytes
 
     # ------------------------------------------------------------------------ snapshot/restore
 
@@ -330,28 +475,55 @@ class FeatureEngine:
             terminal_f=self.terminal_f,
             terminal_i=self.terminal_i,
             meta=np.frombuffer(
-                json.dumps({"ttl_days": self.config.ttl_days, "keys": keys}).encode(), np.uint8
+                json.dumps(
+                    {
+                        "ttl_days": self.config.ttl_days,
+                        "max_cards": self.config.max_cards,
+                        "clock_bucket": self.clock_bucket,
+                        "clock_day": self.clock_day,
+                        "evictions": [[e, r, n] for (e, r), n in sorted(self.evictions.items())],
+                        "keys": keys,
+                    }
+                ).encode(),
+                np.uint8,
             ),
         )
         return buffer.getvalue()
 
     @classmethod
-    def restore(cls, data: bytes, *, pure_python: bool | None = None) -> FeatureEngine:
+    def restore(
+        cls,
+        data: bytes,
+        *,
+        pure_python: bool | None = None,
+        config: EngineConfig | None = None,
+    ) -> FeatureEngine:
+        """The engine :meth:`snapshot` saved; ``config`` replaces the saved configuration (a
+        worker restarted with another ``max_cards`` applies it from the next second on)."""
         with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
             meta = json.loads(arrays["meta"].tobytes())
-            engine = cls(EngineConfig(ttl_days=meta["ttl_days"]), pure_python=pure_python)
+            if config is None:
+                config = EngineConfig(
+                    ttl_days=meta["ttl_days"], max_cards=meta.get("max_cards", DEFAULT_MAX_CARDS)
+                )
+            engine = cls(config, pure_python=pure_python)
             for name in ("card_f", "card_i", "merchant_f", "merchant_i", "terminal_f",
                          "terminal_i"):  # fmt: skip
                 setattr(engine, name, arrays[name].copy())
+        engine.clock_bucket = meta.get("clock_bucket", kernels.EMPTY)
+        engine.clock_day = meta.get("clock_day", kernels.EMPTY)
+        engine.evictions = {(e, r): n for e, r, n in meta.get("evictions", [])}
         for name in ("cards", "merchants", "terminals"):
-            index = KeyIndex(1)
+            index = KeyIndex(1, row_limit=config.card_row_limit if name == "cards" else None)
             index.keys = meta["keys"][name]["keys"]
             index.free = meta["keys"][name]["free"]
             index.slots = {k: i for i, k in enumerate(index.keys) if k is not None}
             index.hashes = np.zeros(max(len(index.keys), 1), dtype=np.int64)
+            index.live = np.zeros(max(len(index.keys), 1), dtype=bool)
             for slot, key in enumerate(index.keys):
                 if key is not None:
                     index.hashes[slot] = stable_hash(key)
+                    index.live[slot] = True
             setattr(engine, name, index)
         return engine
 
@@ -364,15 +536,29 @@ class FeatureEngine:
 
 
 @dataclass(frozen=True)
-class _Keys:
-    card: np.ndarray
-    merchant: np.ndarray
-    terminal: np.ndarray
-    merchant_hash: np.ndarray
-    terminal_hash: np.ndarray
+class _Events:
+    """Transactions and label events of one :meth:`FeatureEngine.process` call, in time order."""
+
+    kind: np.ndarray
+    ts: np.ndarray
+    amount: np.ndarray
+    country: np.ndarray
+    channel: np.ndarray
+    mcc: np.ndarray
+    card_present: np.ndarray
+    is_fraud: np.ndarray
+    out_row: np.ndarray
+    card: pa.Array  # keys, still text: rows are assigned per segment, after any eviction
+    merchant: pa.Array
+    terminal: pa.Array
 
 
 # ------------------------------------------------------------------------------ column helpers
+
+
+def _sorted_keys(tx: pa.Array, lb: pa.Array, order: np.ndarray) -> pa.Array:
+    keys = pa.concat_arrays([tx, lb]) if len(lb) else tx
+    return keys.take(pa.array(order))
 
 
 def _text(table: pa.Table, name: str) -> pa.Array:
