@@ -40,6 +40,7 @@ Writes results/incremental_training.{json,md,png}.
 
     .venv/bin/python benchmarks/incremental_training.py                # ~10 min, 2 shared cores
     .venv/bin/python benchmarks/incremental_training.py --no-swap --days 40 --cards 1500  # quick
+    ... --out DIR                                  # results elsewhere than benchmarks/results
 """
 
 from __future__ import annotations
@@ -559,9 +560,9 @@ def _learnt_text(rec: dict[str, Any], results: dict[str, Any]) -> str:
     )
 
 
-def write_reports(results: dict[str, Any]) -> str:
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{NAME}.json").write_text(json.dumps(_nan_to_none(results), indent=2) + "\n")
+def write_reports(results: dict[str, Any], out: Path = RESULTS) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{NAME}.json").write_text(json.dumps(_nan_to_none(results), indent=2) + "\n")
     walk = results["accuracy"]
     sim = walk["simulation"]
     typology_day = sim["new_typology_day"]
@@ -716,8 +717,8 @@ def write_reports(results: dict[str, Any]) -> str:
             ],
         ]
     text = "\n".join(lines) + "\n"
-    (RESULTS / f"{NAME}.md").write_text(text)
-    _plot(results, RESULTS / f"{NAME}.png")
+    (out / f"{NAME}.md").write_text(text)
+    _plot(results, out / f"{NAME}.png")
     return text
 
 
@@ -814,6 +815,7 @@ def main(
     workers: int = typer.Option(2, help="Workers in the swap runs."),
     swap_repeats: int = typer.Option(5, help="Promotions timed in the swap runs."),
     seed: int = typer.Option(5),
+    out: Path = typer.Option(RESULTS, help="Results directory."),  # noqa: B008 -- typer's idiom
 ) -> None:
     began = time.perf_counter()
     training = TrainingSettings(
@@ -848,7 +850,7 @@ def main(
         "round_timing": _timing(walk["rounds"]),
         "swap": swapped,
     }
-    print(write_reports(results))
+    print(write_reports(results, out))
 
 
 if __name__ == "__main__":

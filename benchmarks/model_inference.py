@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/model_inference.py             # full run (first run: builds)
     .venv/bin/python benchmarks/model_inference.py --quick     # fewer rounds and calls
+    .venv/bin/python benchmarks/model_inference.py --quick --models small --variants engines \
+        --no-lleaves --out DIR   # the engines side by side on the small model only (~1 min)
 
 Trains two synthetic models (30 features; 200 trees × 31 leaves, 1000 trees × 63 leaves), builds
 every variant of ``scoring.compiled`` worth comparing, and measures side by side in one run:
@@ -63,11 +65,12 @@ NUM_FEATURES = 30
 BATCH_ROWS = 10_000
 MODELS = {"small": {"trees": 200, "leaves": 31}, "large": {"trees": 1000, "leaves": 63}}
 DEFAULT = "compiled: default"
+STOCK = "compiled: tl2cgen code as generated"
 
 # Build variants of scoring.compiled: (label, compile_model options). The default options come
 # last in the sweep so the table reads as "what each step adds".
 BUILD_VARIANTS: list[tuple[str, dict[str, Any]]] = [
-    ("compiled: tl2cgen code as generated", {"optimize": False}),
+    (STOCK, {"optimize": False}),
     ("compiled: tl2cgen quantize", {"quantize": True}),
     ("compiled: rewrite, all branches", {"branch_free_max_splits": 0}),
     ("compiled: rewrite, branch-free leaf pairs", {"branch_free_max_splits": 1}),
@@ -107,11 +110,13 @@ def synthetic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def train_models() -> dict[str, Path]:
+def train_models(names: tuple[str, ...] = tuple(MODELS)) -> dict[str, Path]:
     out = {}
     (BUILD / "models").mkdir(parents=True, exist_ok=True)
     X, y = synthetic(40_000, seed=11)
     for name, shape in MODELS.items():
+        if name not in names:
+            continue
         params = {
             "objective": "binary",
             "num_leaves": shape["leaves"],
@@ -327,14 +332,30 @@ def main(
     render_only: Annotated[
         bool, typer.Option(help="Re-render .md and .png from the existing .json; measure nothing.")
     ] = False,
+    models_: Annotated[
+        str, typer.Option("--models", help="Models to measure: small, large or both.")
+    ] = "small,large",
+    variants_: Annotated[
+        str,
+        typer.Option(
+            "--variants",
+            help="all: every build and call-path variant; engines: LightGBM, GTIL, tl2cgen's "
+            "runtime, tl2cgen's code in our driver and the default build (and lleaves).",
+        ),
+    ] = "all",
 ) -> None:
     if render_only:
         write_results(json.loads((out / "model_inference.json").read_text()), out)
         return
     if quick:
         rounds, single_calls = 5, 4_000
+    names = tuple(m.strip() for m in models_.split(",") if m.strip())
+    if not names or any(m not in MODELS for m in names) or "small" not in names:
+        raise typer.BadParameter("--models: small, or small,large", param_hint="--models")
+    if variants_ not in ("all", "engines"):
+        raise typer.BadParameter("all or engines", param_hint="--variants")
     cpu = pin_to_one_cpu()
-    models = train_models()
+    models = train_models(names)
     X, _ = synthetic(BATCH_ROWS, seed=99)
     X = np.ascontiguousarray(X)
     X32 = X.astype(np.float32)
@@ -344,7 +365,7 @@ def main(
 
     boosters = {m: lgb.Booster(model_file=str(p)) for m, p in models.items()}
     reference = {m: boosters[m].predict(X[:2000], num_threads=1) for m in models}
-    variants = make_variants(models, boosters, X, X32, rows)
+    variants = make_variants(models, boosters, X, X32, rows, sweep=variants_ == "all")
 
     ll = None
     if lleaves:
@@ -422,7 +443,11 @@ def make_variants(
     X: np.ndarray,
     X32: np.ndarray,
     rows: list[np.ndarray],
+    *,
+    sweep: bool = True,
 ) -> list[Variant]:
+    """Every variant; with ``sweep=False`` only the engines (the baselines, tl2cgen's code in our
+    driver and the default build), which need two builds per model instead of twelve."""
     import tl2cgen
     import treelite
 
@@ -469,6 +494,8 @@ def make_variants(
 
     loaded: dict[tuple[str, str], tuple[CompiledModel, Path]] = {}
     for label, options in BUILD_VARIANTS:
+        if not sweep and label not in (STOCK, DEFAULT):
+            continue
         v = Variant(label, "compiled")
         for m, path in models.items():
             lib, meta = build(path, options)
@@ -479,6 +506,8 @@ def make_variants(
             v.batch[m] = lambda model=model: model.score_many(X)
             v.single[m] = per_call(model.score_one)
         variants.append(v)
+    if not sweep:
+        return variants
 
     f32 = Variant(
         "compiled: default, float32 rows",
@@ -496,7 +525,7 @@ def make_variants(
     batch_one = Variant("call path: score_many on a 1-row batch", "call path")
     for m in models:
         model, lib_path = loaded[(DEFAULT, m)]
-        _, stock_lib = loaded[("compiled: tl2cgen code as generated", m)]
+        _, stock_lib = loaded[(STOCK, m)]
         f32.batch[m] = lambda model=model: model.score_many(X32)
         f32.single[m] = per_call(lambda r, model=model: model.score_one(r.astype(np.float32)))
         f32.build[m] = {}

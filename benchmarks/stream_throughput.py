@@ -19,6 +19,8 @@ Writes results/stream_throughput.{json,md,png}.
 
     .venv/bin/python benchmarks/stream_throughput.py                        # 1M, ~40 min
     .venv/bin/python benchmarks/stream_throughput.py --transactions 200000 --no-faust  # quick
+    .venv/bin/python benchmarks/stream_throughput.py --log-transactions T --log-labels L \
+        --out DIR          # a given log: a champion is trained on its first half first
 """
 
 from __future__ import annotations
@@ -38,11 +40,12 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import typer
 
@@ -100,6 +103,32 @@ def prepare(n: int, seed: int) -> tuple[pa.Table, pa.Table, Path]:
         )
         registry.promote(model.version)
     return transactions, labels, registry_dir
+
+
+def prepare_log(
+    transactions_path: Path, labels_path: Path, work: Path
+) -> tuple[pa.Table, pa.Table, Path]:
+    """A given log (in time order) and a champion trained on the first half of its time span,
+    with the labels reported by then, in a registry under ``work``."""
+    from scoring.logs import read_labels, read_transactions
+
+    transactions = read_transactions(transactions_path)
+    labels = read_labels(labels_path)
+    transactions = transactions.take(pc.sort_indices(transactions, [("timestamp", "ascending")]))
+    first = transactions.column("timestamp")[0].as_py()
+    last = transactions.column("timestamp")[-1].as_py()
+    half = first + (last - first) / 2
+    known = labels.filter(
+        pc.less(labels["reported_at"], pa.scalar(half, labels.schema.field("reported_at").type))
+    )
+    registry = ModelRegistry(work / "registry")
+    print(
+        f"training a champion on {transactions_path.name} until {half:%Y-%m-%d %H:%M} ...",
+        flush=True,
+    )
+    model = train_and_register(transactions, known, registry=registry, until=half, seed=1)
+    registry.promote(model.version)
+    return transactions, labels, work / "registry"
 
 
 # ---------------------------------------------------------------------------- measurement
@@ -351,13 +380,14 @@ def live_latency(
 # -------------------------------------------------------------------------------- reports
 
 
-def write_reports(results: dict[str, Any]) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "stream_throughput.json").write_text(json.dumps(results, indent=2))
+def write_reports(results: dict[str, Any], out: Path = RESULTS) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "stream_throughput.json").write_text(json.dumps(results, indent=2))
     lines = [
         "# Stream worker: throughput and latency",
         "",
-        f"{results['machine']}; {results['partitions']} partitions; one worker; broker, "
+        f"{results['machine']}; {results.get('source', 'simulated month')}; "
+        f"{results['partitions']} partitions; one worker; broker, "
         "producer, worker and reader on the same machine.",
         "",
         "## Drain a backlog (same batch work, two engines)",
@@ -406,7 +436,7 @@ def write_reports(results: dict[str, Any]) -> None:
                 f"| {title} | {p['p50']:.1f} | {p['p90']:.1f} | {p['p99']:.1f} | "
                 f"{p['p99.9']:.1f} | {p['max']:.1f} |"
             )
-    (RESULTS / "stream_throughput.md").write_text("\n".join(lines) + "\n")
+    (out / "stream_throughput.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
     import matplotlib
@@ -430,7 +460,7 @@ def write_reports(results: dict[str, Any]) -> None:
                 title="Kafka timestamp → committed decision, live")  # fmt: skip
     axes[1].legend()
     fig.tight_layout()
-    fig.savefig(RESULTS / "stream_throughput.png", dpi=110)
+    fig.savefig(out / "stream_throughput.png", dpi=110)
 
 
 def main(
@@ -447,12 +477,28 @@ def main(
         0, help="Transactions for the faust drains (0: the same as --transactions)."
     ),
     seed: int = typer.Option(4),
+    log_transactions: Annotated[
+        Path | None,
+        typer.Option(
+            help="Use this transactions log instead of the simulated month (its first "
+            "--transactions rows in time order)."
+        ),
+    ] = None,
+    log_labels: Annotated[Path | None, typer.Option(help="Labels for --log-transactions.")] = None,
+    out: Annotated[Path, typer.Option(help="Results directory.")] = RESULTS,
 ) -> None:
-    tx, labels, registry = prepare(transactions, seed)
-    tx = tx.slice(0, transactions)
     methods = [m.strip() for m in reasons.split(",") if m.strip()]
+    if (log_transactions is None) != (log_labels is None):
+        raise typer.BadParameter("--log-transactions and --log-labels go together")
     with tempfile.TemporaryDirectory(prefix="fraudstream-bench-") as tmp:
         work = Path(tmp)
+        if log_transactions is not None and log_labels is not None:
+            tx, labels, registry = prepare_log(log_transactions, log_labels, work)
+            source = f"log {log_transactions.name}"
+        else:
+            tx, labels, registry = prepare(transactions, seed)
+            source = f"simulated month (seed {seed})"
+        tx = tx.slice(0, transactions)
         port, controller = free_ports(2)
         local = Settings().kafka.model_copy(
             update={"local_port": port, "local_controller_port": controller,
@@ -484,10 +530,12 @@ def main(
     write_reports(
         {
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            "source": source,
             "partitions": partitions,
             "drain": runs,
             "live": lives,
-        }
+        },
+        out,
     )
 
 

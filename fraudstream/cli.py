@@ -9,6 +9,7 @@ import typer
 
 from fraudstream.commands import (
     api,
+    bench,
     demo,
     kafka,
     models,
@@ -35,4 +36,6 @@ app.command("replay")(replay.replay)
 app.command("worker")(worker.worker)
 app.command("api")(api.api)
 app.command("trainer")(trainer.trainer)
+app.command("up")(demo.up)
 app.command("demo")(demo.demo)
+app.command("bench")(bench.bench)

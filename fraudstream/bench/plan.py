@@ -1,0 +1,224 @@
+"""The profiles of ``fraudstream bench``: which benchmark programs run, with which flags, on what.
+
+Short: every program at a size that fits in a few minutes on a loaded 2-core machine (the sizes
+are written next to each step; each program's own quick mode where it has one). Full: the
+programs' own defaults, the sizes quoted in benchmarks/README.md (about 1.5 hours).
+
+Data: with ``--transactions/--labels`` the programs that can read a log read it (feature engine,
+decision cost, stream worker); the others say in the report what they ran on instead: the model
+inference benchmark uses synthetic models by design (engines compared on the same trees), the API
+load and incremental-training programs need the simulator's world (its banks' API keys; a new
+typology switched on at a known day).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+Profile = Literal["short", "full"]
+PROFILES: tuple[Profile, ...] = ("short", "full")
+
+
+@dataclass(frozen=True)
+class LogInput:
+    """A transactions log and (optionally) its labels in the documented format (docs/scoring.md)."""
+
+    transactions: Path
+    labels: Path | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str  # also the stem of the JSON the program writes
+    program: str  # file in benchmarks/
+    args: tuple[str, ...]
+    data: str  # what it ran on, said in the report
+    timeout_s: float
+    skip: str | None = None  # why it does not run (said in the report)
+    # api_load.py writes only into benchmarks/results/<name>.*: the runner moves the files.
+    writes_to_results_as: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def argv(self, python: str, benchmarks: Path) -> list[str]:
+        return [python, str(benchmarks / self.program), *self.args]
+
+
+STEP_NAMES = (
+    "model_inference",
+    "feature_engine",
+    "decision_cost",
+    "stream_throughput",
+    "api_load",
+    "incremental_training",
+    "accuracy_prequential",
+)
+
+
+def build(
+    profile: Profile,
+    *,
+    programs_out: Path,
+    log: LogInput | None = None,
+    only: tuple[str, ...] | None = None,
+    run_id: str = "bench",
+) -> list[Step]:
+    """The steps of ``profile``; steps outside ``only`` are kept with a skip reason so the report
+    still names them."""
+    out = ("--out", str(programs_out))
+    short = profile == "short"
+    log_args: tuple[str, ...] = ()
+    stream_log_args: tuple[str, ...] = ()
+    labelled = log is not None and log.labels is not None
+    if log is not None:
+        log_args = ("--transactions", str(log.transactions))
+        if log.labels is not None:
+            log_args += ("--labels", str(log.labels))
+            stream_log_args = (
+                "--log-transactions",
+                str(log.transactions),
+                "--log-labels",
+                str(log.labels),
+            )
+    given = f"the given log ({log.transactions.name})" if log else None
+    no_labels = "needs labels (--labels): a model is trained on the log and judged against them"
+
+    steps = [
+        Step(
+            "model_inference",
+            "model_inference.py",
+            # engines side by side on the small model; the full run adds the large model, lleaves
+            # and every build and call-path variant (~20 min on a cold build cache)
+            ("--quick", "--models", "small", "--variants", "engines", "--no-lleaves", *out)
+            if short
+            else out,
+            "synthetic models and rows (30 features), by design: the engines on the same trees",
+            timeout_s=900 if short else 5400,
+        ),
+        Step(
+            "feature_engine",
+            "feature_engine.py",
+            (*log_args, "--twin-rows", "5000", *out)
+            if log
+            else (("--cards", "3000", "--twin-rows", "5000", *out) if short else out),
+            given
+            or (
+                "simulated: 3,000 cards × 30 days" if short else "simulated: 20,000 cards × 30 days"
+            ),
+            timeout_s=600 if short else 1800,
+        ),
+        Step(
+            "decision_cost",
+            "decision_cost.py",
+            (*log_args, *out) if log else ((*out,) if short else ("--cards", "20000", *out)),
+            given
+            or (
+                "simulated: 2,000 cards × 30 days" if short else "simulated: 20,000 cards × 30 days"
+            ),
+            timeout_s=900 if short else 3600,
+            skip=no_labels if log and not labelled else None,
+        ),
+        Step(
+            "stream_throughput",
+            "stream_throughput.py",
+            # short: one 100k drain with path reasons, one 15 s live run at 1,000/s; full: 1M
+            # drains of both engines with both reason methods, live at 2,000 and 5,000/s
+            (
+                "--transactions",
+                "100000",
+                "--no-faust",
+                "--reasons",
+                "path",
+                "--rates",
+                "1000",
+                "--live-seconds",
+                "15",
+                *stream_log_args,
+                *out,
+            )
+            if short
+            else (*stream_log_args, *out),
+            given
+            or (
+                "simulated month, first 100,000 transactions"
+                if short
+                else "simulated month, 1,000,000 transactions"
+            ),
+            timeout_s=900 if short else 7200,
+            skip=no_labels + " (the worker needs a champion)" if log and not labelled else None,
+        ),
+        Step(
+            "api_load",
+            "api_load.py",
+            (
+                "--rates",
+                "200",
+                "--seconds",
+                "10",
+                "--warmup",
+                "3",
+                "--no-long-deadline",
+                "--name",
+                f"{run_id}-api_load",
+            )
+            if short
+            else ("--name", f"{run_id}-api_load"),
+            "simulated month of stream_throughput.py (api_load.py has no log input: it sends "
+            "each bank's transactions with that bank's API key)",
+            timeout_s=900 if short else 3600,
+            writes_to_results_as=f"{run_id}-api_load",
+        ),
+        Step(
+            "incremental_training",
+            "incremental_training.py",
+            (
+                "--no-swap",
+                "--days",
+                "36",
+                "--cards",
+                "1200",
+                "--typology-day",
+                "22",
+                "--champion-days",
+                "10",
+                *out,
+            )
+            if short
+            else out,
+            "simulated, with the bin_attack typology switched on mid-period (the program "
+            "simulates its own period: a log has no known typology start)",
+            timeout_s=900 if short else 3600,
+        ),
+        Step(
+            "accuracy_prequential",
+            "accuracy_prequential.py",
+            (
+                "--days",
+                "183",
+                "--train-start-day",
+                "115",
+                "--out-dir",
+                str(programs_out),
+                "--name",
+                "accuracy_prequential",
+            ),
+            "the fraud-detection handbook's simulator and protocol, beside its baseline",
+            timeout_s=3600,
+            skip="full profile only (about 5 minutes)" if short else None,
+        ),
+    ]
+    if only is not None:
+        unknown = set(only) - set(STEP_NAMES)
+        if unknown:
+            raise ValueError(f"unknown steps {sorted(unknown)}; known: {', '.join(STEP_NAMES)}")
+        steps = [
+            s if s.name in only or s.skip else _skipped(s, "not selected (--only)") for s in steps
+        ]
+    return steps
+
+
+def _skipped(step: Step, reason: str) -> Step:
+    from dataclasses import replace
+
+    return replace(step, skip=reason)
