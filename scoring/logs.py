@@ -134,6 +134,13 @@ def _canonical(path: Path, fields: tuple[FieldSpec, ...]) -> pa.Table:
     if "__line" in raw.column_names:  # JSONL: report file line numbers, not data indexes
         problems.row_numbers = raw.column("__line").to_numpy()
         raw = raw.drop_columns(["__line"])
+    names = raw.column_names
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    for name in repeated:
+        # A CSV header (or Parquet schema) naming a column twice: which one holds the data?
+        problems.add_column(name, f"the column appears {names.count(name)} times")
+    if repeated:
+        problems.raise_if_any()
     columns: dict[str, pa.Array] = {}
     for spec in fields:
         if spec.name in raw.column_names:
@@ -200,8 +207,9 @@ def _read_jsonl(path: Path) -> tuple[pa.Table, list[Problem]]:
         values = [obj.get(name) for obj in rows]
         try:
             columns[name] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            # Mixed JSON types in one column: compare as text, _coerce reports the bad rows.
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            # Mixed JSON types in one column, or integers beyond 64 bits (found by fuzzing):
+            # compare as text, _coerce reports the bad rows.
             columns[name] = pa.array([None if v is None else _json_text(v) for v in values])
     table = pa.table(columns) if columns else pa.table({"__line": pa.array([], pa.int64())})
     return table, problems
