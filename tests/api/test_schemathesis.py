@@ -1,17 +1,22 @@
 """The OpenAPI schema against the running app: schemathesis, every check, ≥ 1,000 cases.
 
-The app is the real one (Kafka link included) on the session's real broker with no stream worker,
+The app is the real one (Kafka link included, card-number tokenization on, so bodies carry either a
+``card_id`` or a ``card_number``) on the session's real broker with no stream worker,
 so every transaction is answered by the fallback at the deadline: the schema must hold for what a
 bank sees when the stream is down, and no generated input may yield a server error. Valid keys go
 in both auth headers, so generated credentials never shadow them (schemathesis' ``ignored_auth``
 check still removes and corrupts them to see that auth is enforced).
 
-Runs in CI with the other broker tests (``-m kafka``); about a minute on two cores.
+Runs in CI with the other broker tests (``-m kafka``); about a minute on two cores. The long
+profile (``FRAUD_FUZZ_PROFILE=long``: ≥ 10,000 cases, positive and negative data) is run by
+benchmarks/api_fuzz.py, which reads the tally this test writes to ``FRAUD_FUZZ_REPORT``.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,11 +25,14 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 from schemathesis.checks import CHECKS, load_all_checks
 
 from api.app import create_app
+from api.schemas import CARD_NUMBER_FORMAT
 from api.security import hash_key
+from scoring.records import luhn_valid
 from scoring.settings import ApiSettings, KafkaSettings, Settings
 from stream.topics import create_topics
 
@@ -34,9 +42,25 @@ KEY = "schemathesis-key-0123456789"
 HEADERS = {"Authorization": f"Bearer {KEY}", "X-API-Key": KEY}
 DEADLINE_MS = 25.0
 OPERATIONS = 7
-MIN_CASES = 1000
-# Per operation and phase; with the coverage and example phases this gives ~1,300 cases.
-MAX_EXAMPLES = 90
+LONG = os.environ.get("FRAUD_FUZZ_PROFILE") == "long"
+MIN_CASES = 10_000 if LONG else 1000
+# Per operation and phase; with the coverage and example phases 90 gives ~1,100 cases.
+MAX_EXAMPLES = 1000 if LONG else 90
+TOKENIZATION_KEY = "schemathesis-tokenization-key-0123456789"
+
+
+def _with_check_digit(body: str) -> str:
+    return next(body + d for d in "0123456789" if luhn_valid(body + d))
+
+
+# The schema's custom format of card_number: 13-19 digits passing Luhn (the pattern alone would
+# make nine generated "valid" numbers in ten fail the check digit).
+schemathesis.openapi.format(
+    CARD_NUMBER_FORMAT,
+    st.integers(12, 18).flatmap(
+        lambda n: st.text("0123456789", min_size=n, max_size=n).map(_with_check_digit)
+    ),
+)
 
 load_all_checks()
 ALL_CHECKS = [CHECKS.get_one(name) for name in CHECKS.get_all_names()]
@@ -48,6 +72,7 @@ def api_settings(kafka: KafkaSettings | None = None) -> Settings:
         api_keys=SecretStr(json.dumps({"bank-st": [hash_key(KEY)]})),
         deadline_ms=DEADLINE_MS,
         max_batch=20,
+        tokenization_key=SecretStr(TOKENIZATION_KEY),
         rate_limit_per_s=1e6,
         rate_limit_burst=1_000_000,
     )
@@ -108,6 +133,14 @@ def test_enough_cases_ran() -> None:
     if len(operations) < OPERATIONS:
         pytest.skip(f"only {len(operations)} of {OPERATIONS} operations ran (a -k selection?)")
     print(f"schemathesis: {sum(SEEN.values())} cases, by operation and status: {dict(SEEN)}")
+    report = os.environ.get("FRAUD_FUZZ_REPORT")
+    if report:  # for benchmarks/api_fuzz.py
+        tally = [
+            {"operation": op, "status": status, "cases": n} for (op, status), n in SEEN.items()
+        ]
+        Path(report).write_text(
+            json.dumps({"max_examples": MAX_EXAMPLES, "finished": time.time(), "tally": tally})
+        )
     assert sum(SEEN.values()) >= MIN_CASES, SEEN
     assert not any(status >= 500 for _label, status in SEEN)
     assert SEEN[("POST /v1/transactions", 200)] > 0  # some decisions were made, degraded
