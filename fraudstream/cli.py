@@ -10,6 +10,8 @@ import typer
 from fraudstream.commands import (
     api,
     bench,
+    card_data,
+    convert,
     demo,
     kafka,
     models,
@@ -35,6 +37,8 @@ app.add_typer(models.app, name="models")
 app.command("replay")(replay.replay)
 app.command("worker")(worker.worker)
 app.command("api")(api.api)
+app.command("tokenize")(card_data.tokenize)
+app.command("scan-card-data")(card_data.scan_card_data)
 app.command("trainer")(trainer.trainer)
 app.command("up")(demo.up)
 app.command("demo")(demo.demo)

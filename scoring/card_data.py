@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from scoring.records import luhn_valid
 
@@ -110,3 +111,58 @@ def mask_card_numbers(data: bytes) -> tuple[bytes, int]:
             if 0x30 <= out[i] <= 0x39:
                 out[i] = 0x2A
     return bytes(out), len(spans)
+
+
+@dataclass(frozen=True)
+class FoundIn:
+    """A card number found in a file (``where`` = path) or a record (``where`` = topic/p/offset
+    and the part: key, value or a header's name)."""
+
+    where: str
+    hit: CardNumberHit
+
+    def __str__(self) -> str:
+        return f"{self.where} @{self.hit.start}: {self.hit.masked}"
+
+
+def scan_files(*roots: Path, chunk: int = 1 << 22) -> tuple[list[FoundIn], int]:
+    """Card numbers in every regular file under ``roots`` (recursively; symlinks not followed),
+    and how many files were read. Files are read in overlapping chunks, so a number across a
+    chunk boundary is still found."""
+    found: list[FoundIn] = []
+    files = 0
+    overlap = 64
+    for root in roots:
+        paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in paths:
+            if path.is_symlink():
+                continue
+            try:
+                handle = path.open("rb")
+            except OSError:
+                continue  # vanished (a checkpoint being replaced) or unreadable
+            files += 1
+            with handle:
+                offset, tail = 0, b""
+                while block := handle.read(chunk):
+                    data = tail + block
+                    base = offset - len(tail)
+                    for hit in find_card_numbers(data):
+                        # the overlap was scanned with the previous block unless it ends there
+                        if hit.start >= len(tail) or hit.end > len(tail):
+                            at = CardNumberHit(base + hit.start, base + hit.end, hit.masked)
+                            found.append(FoundIn(str(path), at))
+                    offset += len(block)
+                    tail = data[-overlap:]
+    return _unique(found), files
+
+
+def _unique(found: list[FoundIn]) -> list[FoundIn]:
+    seen: set[tuple[str, int]] = set()
+    out = []
+    for item in found:
+        key = (item.where, item.hit.start)
+        if key not in seen:
+            seen.add(key)
+            out.append(item)
+    return out
