@@ -11,7 +11,6 @@ from fraudstream.commands import (
     api,
     bench,
     card_data,
-    convert,
     demo,
     kafka,
     models,
