@@ -11,6 +11,7 @@ from fraudstream.commands import (
     api,
     bench,
     card_data,
+    convert,
     demo,
     kafka,
     models,
@@ -42,3 +43,4 @@ app.command("trainer")(trainer.trainer)
 app.command("up")(demo.up)
 app.command("demo")(demo.demo)
 app.command("bench")(bench.bench)
+app.command("convert")(convert.convert)
