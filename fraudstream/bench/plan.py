@@ -125,15 +125,9 @@ def build(
             # short: one 100k drain with path reasons, one 15 s live run at 1,000/s; full: 1M
             # drains of both engines with both reason methods, live at 2,000 and 5,000/s
             (
-                "--transactions",
-                "100000",
-                "--no-faust",
-                "--reasons",
-                "path",
-                "--rates",
-                "1000",
-                "--live-seconds",
-                "15",
+                *_args(
+                    "--transactions 100000 --no-faust --reasons path --rates 1000 --live-seconds 15"
+                ),
                 *stream_log_args,
                 *out,
             )
@@ -152,13 +146,7 @@ def build(
             "api_load",
             "api_load.py",
             (
-                "--rates",
-                "200",
-                "--seconds",
-                "10",
-                "--warmup",
-                "3",
-                "--no-long-deadline",
+                *_args("--rates 200 --seconds 10 --warmup 3 --no-long-deadline --history-days 0.5"),
                 "--name",
                 f"{run_id}-api_load",
             )
@@ -172,18 +160,7 @@ def build(
         Step(
             "incremental_training",
             "incremental_training.py",
-            (
-                "--no-swap",
-                "--days",
-                "36",
-                "--cards",
-                "1200",
-                "--typology-day",
-                "22",
-                "--champion-days",
-                "10",
-                *out,
-            )
+            (*_args("--no-swap --days 32 --cards 1000 --typology-day 20 --champion-days 9"), *out)
             if short
             else out,
             "simulated, with the bin_attack typology switched on mid-period (the program "
@@ -216,6 +193,10 @@ def build(
             s if s.name in only or s.skip else _skipped(s, "not selected (--only)") for s in steps
         ]
     return steps
+
+
+def _args(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
 
 
 def _skipped(step: Step, reason: str) -> Step:
