@@ -89,7 +89,12 @@ def test_demo_runs_the_stack_checks_it_and_stops_everything(
     assert equal, out[-3000:]
     assert re.search(r"trainer\s*│ 1 rounds?, ", out)  # its first round ran (any verdict)
     assert re.search(r"phase: live", out)  # the plain status lines of a non-terminal
-    assert "worker-1 0, trainer 0, api 0" in out or "api 0, trainer 0, worker-1 0" in out
+    stopped = re.search(r"services stopped \(exit codes\)\s*│ ([^│]*)│", out)
+    assert stopped and sorted(stopped.group(1).strip().split(", ")) == [
+        "api 0",
+        "trainer 0",
+        "worker-1 0",
+    ]
 
     record = assert_nothing_left(run_dir)
     assert record["broker"]["started_by_run"] is False  # the session's broker: left running
