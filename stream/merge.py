@@ -163,11 +163,22 @@ class EventTimeMerge:
         arrived_ms: np.ndarray,
         table: pa.Table,
         rejected: list[RejectedMessage],
+        now: float | None = None,
     ) -> None:
         """Messages of one partition in offset order. ``event_ms`` is each valid message's event
         time (a label's effective time); rejected messages (``rows`` -1) keep the bucket of the
         message before them, so they are released, and dead-lettered, in their place."""
         source = self.sources[source_id]
+        now = time.monotonic() if now is None else now
+        if all(self._idle(s, now) for s in self.sources.values()):
+            # Traffic resumes after every partition paused (a replay into an idle worker, a
+            # broker restart): the others' first messages may be a few ms behind this one, so
+            # restart every idle clock; each partition holds the watermark again until it
+            # delivers or stays quiet for its grace. Without this, the first partition to
+            # deliver releases its seconds alone and the others' events of those seconds are
+            # late (seen as changed features in tests/chaos).
+            for other in self.sources.values():
+                other.last_arrival = now
         own = np.where(rows >= 0, event_ms // self.bucket_ms, NEVER)
         # Late: a later second's events were applied already, or (transactions) the second's
         # labels were, which take effect at its end.
@@ -178,7 +189,7 @@ class EventTimeMerge:
         buckets = np.maximum.accumulate(np.maximum(own, source.frontier))
         source.frontier = int(buckets[-1])
         source.received_next = int(offsets[-1]) + 1
-        source.last_arrival = time.monotonic()
+        source.last_arrival = now
         source.chunks.append(
             Chunk(offsets, buckets, rows, arrived_ms, table, {r.offset: r for r in rejected})
         )

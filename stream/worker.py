@@ -26,6 +26,7 @@ import contextlib
 import logging
 import signal
 import socket
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -158,6 +159,7 @@ class Worker:
         self._late_reported = 0
         self._partitions: dict[str, int] = {}
         self._membership: Any = None
+        self._membership_fatal: KafkaError | None = None
         self._data: Any = None
         self._producer: Any = None
         self._status: StatusServer | None = None
@@ -206,18 +208,7 @@ class Worker:
     def _connect(self) -> None:
         kafka = self.settings.kafka
         base = kafka.client_config()
-        self._membership = Consumer(
-            {
-                **base,
-                "group.id": self.config.group_id,
-                "group.instance.id": self.instance,  # static membership: a restart keeps its share
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
-                "session.timeout.ms": self.config.session_timeout_ms,
-                "partition.assignment.strategy": "range",
-            }
-        )
+        self._membership = self._membership_consumer()
         self._data = Consumer(
             {
                 **base,
@@ -256,12 +247,60 @@ class Worker:
         for kind, topic in ((TRANSACTIONS, self.topics.transactions), (LABELS, self.topics.labels)):
             for partition in range(self._partitions[topic]):
                 self.merge.add_source(SourceId(kind, partition), 0)
+        self._subscribe()
+
+    def _membership_consumer(self) -> Consumer:
+        return Consumer(
+            {
+                **self.settings.kafka.client_config(),
+                "group.id": self.config.group_id,
+                "group.instance.id": self.instance,  # static membership: a restart keeps its share
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "session.timeout.ms": self.config.session_timeout_ms,
+                "partition.assignment.strategy": "range",
+                "error_cb": self._on_membership_error,
+            }
+        )
+
+    def _subscribe(self) -> None:
         self._membership.subscribe(
             [self.topics.transactions],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_revoke,
         )
+
+    def _on_membership_error(self, error: KafkaError) -> None:
+        # A consumer's fatal error comes out of poll() as an _FATAL event (librdkafka), not
+        # always through error_cb: both lead here.
+        if error.fatal() or error.code() == KafkaError._FATAL:
+            self._membership_fatal = error
+        else:  # the broker away for a while: librdkafka reconnects by itself
+            log.debug("membership consumer: %s", error)
+
+    def _rejoin(self) -> None:
+        """Replace a membership consumer that hit a fatal error by a new one.
+
+        Seen after a broker restart that outlasted the session timeout: the rejoining static
+        member is answered FENCED_INSTANCE_ID (the restarted coordinator maps the instance id to
+        another member id), a fatal error that leaves the consumer unusable and the worker owning
+        nothing. A new consumer with the same ``group.instance.id`` replaces the stale member and
+        gets the partitions back; no transaction is open between batches, and the assignment check
+        restores the state if it ran ahead of the group's offsets."""
+        log.warning(
+            "group membership failed (%s); rejoining as a new consumer", self._membership_fatal
+        )
+        old, self._membership_fatal = self._membership, None
+        # Closing a fenced consumer can block while it tries to leave the group: not on our loop.
+        threading.Thread(target=_close_quietly, args=(old,), daemon=True).start()
+        self.owned, self.committed = set(), {}
+        self._assigned_once = False
+        self._membership = self._membership_consumer()
+        self._subscribe()
+        self._wait_for_assignment()
+        self._check_assignment()
 
     def _close(self) -> None:
         self.follower.close()
@@ -385,7 +424,11 @@ class Worker:
     def _iteration(self) -> None:
         cpu_started = time.process_time()
         self._heartbeat = time.monotonic()
-        self._membership.poll(0)
+        event = self._membership.poll(0)  # paused: only callbacks and errors come out
+        if event is not None and event.error() is not None:
+            self._on_membership_error(event.error())
+        if self._membership_fatal is not None:
+            self._rejoin()
         if self._assignment_changed:
             self._check_assignment()
         if self._restore_cause is not None:
@@ -752,6 +795,13 @@ def _dead_letter(rejected: RejectedMessage, topics: TopicNames) -> OutRecord:
     if masked or key != rejected.key:
         headers.append((MASKED_HEADER, b"card numbers masked"))
     return OutRecord(key, value, headers)
+
+
+def _close_quietly(consumer: Consumer) -> None:
+    try:
+        consumer.close()
+    except (KafkaException, RuntimeError) as exc:
+        log.debug("closing a failed consumer: %s", exc)
 
 
 def _in_main_thread() -> bool:

@@ -22,9 +22,6 @@ import asyncio
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -43,7 +40,13 @@ from scoring.registry import ModelRegistry
 from scoring.settings import KafkaSettings
 from stream.replay import replay
 from stream.topics import create_topics
-from tests.integration.stream_harness import Stack, WorkerProcess, decisions_by_id, read_topic
+from tests.integration.stream_harness import (
+    ApiProcess,
+    Stack,
+    WorkerProcess,
+    decisions_by_id,
+    read_topic,
+)
 from training.simulator import SimulationConfig, simulate
 from training.train import train_and_register
 
@@ -70,43 +73,6 @@ class World:
         registry.promote(self.champion)
         self.cards = sorted(set(self.transactions.column("card_id").to_pylist()))
         self.merchants = sorted(set(self.transactions.column("merchant_id").to_pylist()))
-
-
-@dataclass
-class ApiProcess:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    @classmethod
-    def start(cls, env: dict[str, str], port: int, registry: Path, log: Path) -> ApiProcess:
-        handle = open(log, "wb")  # noqa: SIM115 -- the child owns it for its lifetime
-        process = subprocess.Popen(
-            [sys.executable, "-m", "fraudstream", "api", "--port", str(port),
-             "--registry", str(registry)],
-            env=env, stdout=handle, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        return cls(process, f"http://127.0.0.1:{port}", log)
-
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"api exited:\n{self.tail()}"
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"api not ready after {timeout} s:\n{self.tail()}")
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(30)
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
 @dataclass

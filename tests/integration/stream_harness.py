@@ -7,15 +7,18 @@ process with its librdkafka threads and open Kafka transaction.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 
 from scoring.settings import KafkaSettings
@@ -70,6 +73,49 @@ class WorkerProcess:
     def stop(self, timeout: float = 60.0) -> int:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout)
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class ApiProcess:
+    """One ``fraudstream api`` replica as a subprocess."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    @classmethod
+    def start(cls, env: dict[str, str], port: int, registry: Path, log: Path) -> ApiProcess:
+        handle = open(log, "ab")  # noqa: SIM115 -- the child owns it; a restart appends
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fraudstream", "api", "--port", str(port),
+             "--registry", str(registry)],
+            env=env, stdout=handle, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        return cls(process, f"http://127.0.0.1:{port}", log)
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"api exited:\n{self.tail()}"
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"api not ready after {timeout} s:\n{self.tail()}")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(30)
 
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
@@ -189,3 +235,40 @@ def comparable(decision: dict[str, Any]) -> dict[str, Any]:
     return {
         k: v for k, v in {**decision, "cost": cost}.items() if k not in ("latency_ms", "decided_at")
     }
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def produced(kafka: KafkaSettings, topic: str) -> int:
+    """Records written to ``topic`` so far (end offsets; aborted ones and markers included)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**kafka.client_config(), "group.id": "offsets"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        )
+    finally:
+        consumer.close()
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of a Prometheus text exposition (AssertionError when absent)."""
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
+        if line.split("{")[0].split(" ")[0] == name and all(
+            found.get(k) == v for k, v in labels.items()
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name}{labels} not in /metrics")

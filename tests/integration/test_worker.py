@@ -39,6 +39,9 @@ from tests.integration.stream_harness import (
     decisions_by_id,
     read_topic,
 )
+from tests.integration.stream_harness import metric as _metric
+from tests.integration.stream_harness import produced as _produced
+from tests.integration.stream_harness import wait_for as _wait_for
 from training.offline import score_log
 from training.simulator import SimulationConfig, simulate
 from training.train import train_and_register
@@ -96,18 +99,6 @@ def _all_decisions(stack: Stack, world: World) -> dict[str, dict[str, Any]]:
     assert missing == [], f"{len(missing)} transactions without a decision, e.g. {missing[:3]}"
     assert len(decided) == len(world.ids)
     return decided
-
-
-def _metric(text: str, name: str, **labels: str) -> float:
-    for line in text.splitlines():
-        if not line.startswith(name):
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
-        if line.split("{")[0].split(" ")[0] == name and all(
-            found.get(k) == v for k, v in labels.items()
-        ):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name}{labels} not in /metrics")
 
 
 def _uninterrupted(world: World, stack: Stack) -> dict[str, dict[str, Any]]:
@@ -188,21 +179,6 @@ def test_sigkill_twice_gives_the_uninterrupted_decisions(
     assert all("restored from checkpoint" in text for text in restarts), "no checkpoint used"
 
 
-def _produced(kafka: KafkaSettings, topic: str) -> int:
-    """Records written to ``topic`` so far (end offsets; aborted ones included)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({**kafka.client_config(), "group.id": "offsets"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in partitions
-        )
-    finally:
-        consumer.close()
-
-
 def test_a_worker_joining_and_leaving_changes_nothing(
     world: World, uninterrupted: dict[str, dict[str, Any]], stack: Stack
 ) -> None:
@@ -279,15 +255,6 @@ def test_bad_messages_go_to_the_dlq_and_resent_ones_are_not_decided_twice(
     assert worker.get("/healthz")[0] == 200
     assert worker.process.poll() is None
     assert worker.stop() == 0
-
-
-def _wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_model_hot_swap_and_refusal(world: World, stack: Stack, tmp_path: Path) -> None:

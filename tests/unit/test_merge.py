@@ -7,6 +7,7 @@ arranged by setting ``Source.high`` and ``Source.last_arrival``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -58,7 +59,9 @@ def name_of(sid: SourceId, offset: int) -> str:
     return f"{sid.kind[0]}{sid.partition}-{offset}"
 
 
-def feed(merge: EventTimeMerge, sid: SourceId, messages: Sequence[Message]) -> None:
+def feed(
+    merge: EventTimeMerge, sid: SourceId, messages: Sequence[Message], now: float | None = None
+) -> None:
     """Decode ``messages`` as the worker does and add them as one chunk."""
     offsets = np.array([o for o, _ in messages], np.int64)
     if sid.kind == TRANSACTIONS:
@@ -77,7 +80,7 @@ def feed(merge: EventTimeMerge, sid: SourceId, messages: Sequence[Message]) -> N
         RejectedMessage(sid, int(offsets[r.index]), None, values[r.index], r.reason)
         for r in rejected
     ]
-    merge.add(sid, offsets, event_ms, rows, offsets * 10, table, dead)
+    merge.add(sid, offsets, event_ms, rows, offsets * 10, table, dead, now=now)
 
 
 def ids(table: pa.Table | None) -> list[str]:
@@ -160,6 +163,31 @@ def test_an_idle_source_that_delivers_again_holds_the_watermark_again() -> None:
     feed(merge, TX1, [(1, T0 + 2 * B)])
     merge.sources[TX1].last_arrival = NOW  # caught up, but it just delivered: not idle
     assert merge.watermark(NOW) == T0_BUCKET + 2
+
+
+def test_traffic_after_a_pause_of_every_partition_restarts_their_idle_clocks() -> None:
+    # a replay started into an idle worker, or the broker back after a restart
+    now = time.monotonic()
+    merge = make(TX0, TX1)
+    make_idle(merge, TX0, now)
+    make_idle(merge, TX1, now)
+    feed(merge, TX0, [(0, T0 + 5 * B)])  # the first partition to deliver again ...
+    assert merge.watermark() == NEVER  # ... does not release its seconds alone
+    assert merge.take_ready().empty
+    feed(merge, TX1, [(0, T0 + 4 * B)])  # an earlier second, a moment later elsewhere
+    assert ids(merge.take_ready().transactions) == ["t1-0"]
+    assert merge.late == 0
+    make_idle(merge, TX1, time.monotonic())  # quiet for its grace: idle again
+    assert ids(merge.take_ready().transactions) == ["t0-0"]
+
+
+def test_a_single_idle_partition_delivering_again_restarts_no_other_clock() -> None:
+    now = time.monotonic()
+    merge = make(TX0, TX1)
+    feed(merge, TX0, [(0, T0 + 1 * B)])  # TX0 busy (end offset unknown: not idle)
+    make_idle(merge, TX1, now)
+    feed(merge, TX1, [(0, T0 + 2 * B)])
+    assert merge.sources[TX0].last_arrival < merge.sources[TX1].last_arrival
 
 
 # --------------------------------------------------------------------------- what is released
@@ -465,7 +493,10 @@ def test_random_interleavings_release_every_event_once_in_order_never_early(
         model, source = models[sid], merge.sources[sid]
         if action == "add" and chunks[sid]:
             messages = chunks[sid].pop(0)
-            feed(merge, sid, messages)
+            if all(m.idle(clock) for m in models.values()):  # after a pause of every partition
+                for m in models.values():
+                    m.last_arrival = clock  # every idle clock restarts
+            feed(merge, sid, messages, now=clock)
             source.last_arrival = model.last_arrival = clock
             for offset, ms in messages:
                 own = None if ms is None else ms // B
