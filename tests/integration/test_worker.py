@@ -28,6 +28,7 @@ import pyarrow as pa
 import pytest
 
 from scoring.announcements import ModelAnnouncement, announcement_for
+from scoring.card_data import mask_card_numbers
 from scoring.registry import ModelRegistry
 from scoring.settings import KafkaSettings
 from stream.announce import publish_announcement
@@ -215,7 +216,15 @@ BAD_MESSAGES = {
     b'"timestamp": 1767571200000}': "card_id",
     b'{"transaction_id": "bad-3", "card_id": "c1", "amount": -3.5, '
     b'"timestamp": 1767571200000}': "amount",
+    # msgspec quotes a bad enum value in its message: the reason must mask it
+    b'{"transaction_id": "bad-4", "card_id": "c1", "amount": 5.0, "channel": "5555555555554444", '
+    b'"timestamp": 1767571200000}': "channel",
 }
+PANS = (b"4111111111111111", b"5555555555554444")
+
+
+def _unmasked(value: bytes) -> bytes:
+    return next(bad for bad in BAD_MESSAGES if mask_card_numbers(bad)[0] == value)
 
 
 def test_bad_messages_go_to_the_dlq_and_resent_ones_are_not_decided_twice(
@@ -234,7 +243,9 @@ def test_bad_messages_go_to_the_dlq_and_resent_ones_are_not_decided_twice(
         producer.produce(stack.topics.transactions, value=value, key=key.encode())
         if i == 100:
             for bad in BAD_MESSAGES:
-                producer.produce(stack.topics.transactions, value=bad, key=b"c1")
+                # keyed like a bank that put the card number in the key too
+                key = PANS[0] if PANS[0] in bad else b"c1"
+                producer.produce(stack.topics.transactions, value=bad, key=key)
     # a bank resending a transaction (same bank and id) gets no second decision
     resent_key = good["card_id"][5].as_py().encode()
     producer.produce(stack.topics.transactions, value=values[5], key=resent_key)
@@ -246,10 +257,15 @@ def test_bad_messages_go_to_the_dlq_and_resent_ones_are_not_decided_twice(
     assert twice == [] and set(decided) == set(good["transaction_id"].to_pylist())
     dead = read_topic(stack.kafka, stack.topics.transactions_dlq, expected=len(BAD_MESSAGES))
     assert len(dead) == len(BAD_MESSAGES)
-    for _key, value, headers in dead:
+    # card numbers in dead letters are masked (key, value, reason), the rest kept as it came
+    masked = {mask_card_numbers(bad)[0]: field for bad, field in BAD_MESSAGES.items()}
+    for key, value, headers in dead:
         reason = headers["fraudstream-error"].decode()
-        assert BAD_MESSAGES[value] in reason, (value, reason)
-        assert "4111111111111111" not in reason  # never echo a card number
+        assert masked[value] in reason, (value, reason)
+        assert key in (b"c1", b"*" * 16)
+        assert ("fraudstream-masked" in headers) == (value != _unmasked(value))
+        for pan in PANS:
+            assert pan not in key + value + reason.encode()  # never echo a card number
         assert headers["fraudstream-source"].startswith(stack.topics.transactions.encode())
     assert _metric(worker.metrics(), "fraudstream_stream_resent_transactions_total") == 1
     assert worker.get("/healthz")[0] == 200
