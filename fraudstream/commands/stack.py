@@ -4,8 +4,9 @@ command.
 1. **Prepare** (in this process): the local Kafka (or the configured cluster), fresh topics, a
    simulated month plus a few "live" days, a first model trained and compiled on the first weeks
    with the labels the bank knew then, the last week of the month scored offline and evaluated.
-2. **Start the services** as subprocesses (supervisor.py): worker(s), trainer, API, each on a free
-   (or given) port with its log in the run directory; wait for every /readyz.
+2. **Start the services** as subprocesses (supervisor.py), each on a free (or given) port with its
+   log in the run directory: the API (waiting for its /readyz), the worker(s) as the history
+   begins, the trainer once it is decided.
 3. **History**: the month and its labels into Kafka at a paced rate; wait until it is all decided.
 4. **Live**: the following days, one bank through the API over HTTP, the others through Kafka,
    labels as they are reported; ``demo`` sends a fixed number of transactions, ``up`` loops the
@@ -156,7 +157,7 @@ class StackRun:
 
     broker: LocalKafka
     _base_env: dict[str, str]
-    trainer: Service
+    trainer: Service | None
     api: Service
     api_key: str
     decisions: DecisionLog
@@ -175,6 +176,7 @@ class StackRun:
         self.kafka = kafka
         self.supervisor = Supervisor(run_dir)
         self.workers: list[Service] = []
+        self.trainer = None
         self.summary: dict[str, str] = {}
         self.failures: list[str] = []
         self.phase = "starting"
@@ -290,12 +292,10 @@ class StackRun:
                 f"{result.approve_all_cost_per_transaction:.3f})"
             )
 
-            step("starting the trainer and the API")
+            step("starting the API")
             self.start_services()
-            step("waiting for their /readyz")
-            deadline = time.monotonic() + READY_TIMEOUT_S
-            for service in (self.trainer, self.api):
-                service.wait_ready(deadline)
+            step("waiting for its /readyz")
+            self.api.wait_ready(time.monotonic() + READY_TIMEOUT_S)
         return world
 
     # ----------------------------------------------------------------------------- services
@@ -313,13 +313,6 @@ class StackRun:
             "FRAUD_SCORING__REGISTRY": str(self.run_dir / "registry"),
         }
         self._base_env = base
-        port = free_port()
-        env = {**base, **{k: os.environ.get(k, v) for k, v in TRAINER_DEFAULTS.items()}}
-        # A round that is publishing finishes on SIGTERM (up to 90 s, docs/training.md).
-        self.trainer = self.supervisor.start(
-            Service("trainer", service_argv("trainer", "--port", str(port)), env, port,
-                    logs / "trainer.log", grace_s=100.0)
-        )  # fmt: skip
         port = opts.api_port or free_port()
         # A key for this run only; the API keeps only its SHA-256 (docs/api.md).
         self.api_key = secrets.token_urlsafe(24)
@@ -331,6 +324,18 @@ class StackRun:
         self.api = self.supervisor.start(
             Service("api", service_argv("api", "--port", str(port)), env, port, logs / "api.log")
         )
+
+    def start_trainer(self) -> Service:
+        port = free_port()
+        env = {**self._base_env, **{k: os.environ.get(k, v) for k, v in TRAINER_DEFAULTS.items()}}
+        # A round that is publishing finishes on SIGTERM (up to 90 s, docs/training.md).
+        service = Service(
+            "trainer", service_argv("trainer", "--port", str(port)), env, port,
+            self.run_dir / "logs" / "trainer.log", grace_s=100.0,
+        )  # fmt: skip
+        self.trainer = self.supervisor.start(service)
+        self.view.sources.trainer = service
+        return service
 
     def start_workers(self) -> None:
         """Started as the history begins, so that they start into traffic: a worker that waits
@@ -367,7 +372,7 @@ class StackRun:
         )
         self.view = LiveView(
             Sources(
-                workers=self.workers, api=self.api, trainer=self.trainer,
+                workers=self.workers, api=self.api, trainer=None,
                 decisions=self.decisions, walk=lambda: self.walker.stats,
                 api_stats=lambda: self.api_client.stats, phase=lambda: self.phase,
             )
@@ -395,16 +400,12 @@ class StackRun:
                 f"Kafka (paced at {opts.rate:,.0f}/s), decided at {rate:,.0f}/s "
                 "(first to last decision; the worker starts into the backlog)"
             )
-            if self.view.trainer_rounds == 0 and opts.trainer_wait_s > 0:
-                # The first round is due near the end of the month (see TRAINER_DEFAULTS); the
-                # live traffic waits for it so that the two do not share the CPU.
-                self.phase = "waiting for the trainer's first round"
-                self.wait(
-                    lambda: self.view.trainer_rounds >= 1,
-                    opts.trainer_wait_s,
-                    "the trainer's first round",
-                    required=self.mode == "demo",
-                )
+            # The trainer starts now, not before: its clock follows the transactions topic, and
+            # while a worker still decides the backlog the feature log lags behind it, so an
+            # earlier trainer would run its first round on a holdout with few joined rows.
+            self.phase = "starting the trainer"
+            trainer = self.start_trainer()
+            self.wait(lambda: _ready(trainer), READY_TIMEOUT_S, "the trainer's /readyz")
 
             live_tx_ids = set(world.live["transaction_id"].to_pylist())
             live_labels = labels.filter(_isin(labels["transaction_id"], live_tx_ids))
@@ -427,7 +428,8 @@ class StackRun:
                     if limit is not None and limit <= 0:
                         break
                     n = self.walker.walk(tx, due, rate=opts.live_rate, limit=limit, use_api=True)
-                    self.live_sent_tables.append(tx.slice(0, n))
+                    if self.mode == "demo":  # for its checks; up keeps nothing per transaction
+                        self.live_sent_tables.append(tx.slice(0, n))
                     sent += n
                     if self._stop.is_set():
                         break
@@ -455,6 +457,15 @@ class StackRun:
                 f"a time); {self.walker.stats.labels - labels_before:,} labels "
                 f"({api.labels:,} through the API)"
             )
+            if self.view.trainer_rounds == 0 and opts.trainer_wait_s > 0:
+                # Its first round is due as soon as it has read the month (TRAINER_DEFAULTS).
+                self.phase = "waiting for the trainer's first round"
+                self.wait(
+                    lambda: self.view.trainer_rounds >= 1,
+                    opts.trainer_wait_s,
+                    "the trainer's first round",
+                    required=self.mode == "demo",
+                )
             self.phase = "done: watching for duplicates"
             self.pause(2.0)
 
@@ -644,6 +655,13 @@ class StackRun:
         if worst != 0.0:
             self.failures.append(f"history: online scores differ from offline by up to {worst:.1e}")
         return f"max |Δ score| = {worst:.1e} over {len(rows):,} ({'; '.join(counts)})"
+
+
+def _ready(service: Service) -> bool:
+    try:
+        return service.get("/readyz")[0] == 200
+    except OSError:
+        return False
 
 
 def _isin(column: Any, values: set[str]) -> Any:
