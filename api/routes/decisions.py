@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1", tags=["decisions"])
 
 @router.get(
     # :path lets ids that contain "/" (sent as %2F) be looked up too.
-    "/decisions/{transaction_id:path}",
+    "/decisions/{transaction_id:anytext}",
     response_model=StoredDecision,
     summary="A past decision of your bank",
     description="The decision your bank was told for this transaction. When that was a degraded "

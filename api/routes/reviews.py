@@ -47,7 +47,7 @@ async def list_reviews(
 
 
 @router.post(
-    "/reviews/{transaction_id:path}",
+    "/reviews/{transaction_id:anytext}",
     response_model=ReviewOut,
     summary="Record an analyst's verdict",
     description="The verdict becomes a label (`source: analyst`) on the `labels` topic and the "
