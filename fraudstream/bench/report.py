@@ -379,7 +379,7 @@ def accuracy_section(inputs: Inputs) -> Section:
             f"Simulated {sim.get('days')} days, {_fmt(sim.get('cards'), ',')} cards, "
             f"`{sim.get('new_typology')}` from day {sim.get('new_typology_day')}; frozen = the "
             "first champion throughout; incremental = the trainer's own rounds (docs/training.md), "
-            "one a simulated day. Average precision per day against the final truth.",
+            "one per simulated day. Average precision per day against the final truth.",
             "",
             "| | AP 7 days before the typology | AP on attack days | AP all days after |",
             "|---|---:|---:|---:|",
