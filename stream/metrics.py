@@ -136,6 +136,46 @@ class WorkerMetrics:
             registry=r,
         )
 
+        self.state_entities = Gauge(
+            "fraudstream_feature_state_entities",
+            "Keys whose feature state this worker holds (cards, merchants, terminals).",
+            ["entity"],
+            registry=r,
+        )
+        self.state_bytes = Gauge(
+            "fraudstream_feature_state_bytes",
+            "Bytes of the feature state arrays as allocated (the key maps come on top).",
+            registry=r,
+        )
+        self.state_evictions = Counter(
+            "fraudstream_feature_state_evictions",
+            "Feature state rows freed: ttl = idle past the TTL (never changes a feature), "
+            "capacity = least recently active cards forgotten at scoring.max_cards.",
+            ["entity", "reason"],
+            registry=r,
+        )
+        self.buffered = Gauge(
+            "fraudstream_stream_buffered_messages",
+            "Messages decoded and waiting in the event-time merge for a slower partition.",
+            registry=r,
+        )
+        self.paused = Gauge(
+            "fraudstream_stream_paused_partitions",
+            "Input partitions paused because their buffered messages reached "
+            "stream.max_buffered_messages (backpressure).",
+            registry=r,
+        )
+        self.commit_retries = Counter(
+            "fraudstream_stream_commit_retries",
+            "Kafka transaction calls (send offsets, commit) retried after a retriable error such "
+            "as a timeout: the broker was slow or unreachable.",
+            registry=r,
+        )
+        for entity in ("card", "merchant", "terminal"):
+            self.state_entities.labels(entity=entity).set(0)
+            self.state_evictions.labels(entity=entity, reason="ttl")
+        self.state_evictions.labels(entity="card", reason="capacity")
+
     def serve_model(self, version: str) -> None:
         self.model_info.clear()
         self.model_info.labels(version=version).set(1)

@@ -130,7 +130,9 @@ class Worker:
             )
             self.shadow_follower = ModelFollower(self.registry, shadow_alias, self.shadow.version)
             self.metrics.shadow_model_info.labels(version=self.shadow.version).set(1)
-        self.engine = FeatureEngine()
+        # reserved: the card tables never need a growing copy (no ~2x peak at 10M cards)
+        self.engine_config = EngineConfig.from_settings(settings).reserved()
+        self.engine = FeatureEngine(self.engine_config)
         self.retention_ms = int(self.config.label_index_days * DAY_MS)
         self.index = LabelIndex(self.retention_ms)
         self.merge = EventTimeMerge(
@@ -158,6 +160,8 @@ class Worker:
         self._highs_checked: dict[SourceId, float] = {}
         self._late_reported = 0
         self._partitions: dict[str, int] = {}
+        self._paused: set[SourceId] = set()
+        self._evictions_reported: dict[tuple[str, str], int] = {}
         self._membership: Any = None
         self._membership_fatal: KafkaError | None = None
         self._data: Any = None
@@ -218,7 +222,11 @@ class Worker:
                 "enable.auto.offset.store": False,
                 "isolation.level": "read_committed",
                 "fetch.wait.max.ms": 10,
+                # Backpressure: librdkafka prefetches at most this much, whatever the backlog
+                # (docs/stream.md, "Memory bounds"); the merge buffer is bounded by pausing.
                 "queued.min.messages": 200_000,
+                "queued.max.messages.kbytes": 65_536,
+                "fetch.max.bytes": 52_428_800,
             }
         )
         self._producer = Producer(
@@ -231,6 +239,9 @@ class Worker:
                 "batch.size": 1_000_000,
                 "compression.type": "lz4",
                 "queue.buffering.max.messages": 1_000_000,
+                # One batch's outputs at most wait here (the commit waits for their delivery);
+                # a full queue blocks produce (BufferError, retried) instead of growing.
+                "queue.buffering.max.kbytes": 262_144,
                 "transaction.timeout.ms": 60_000,
                 "partitioner": PRODUCER_PARTITIONER,
             }
@@ -271,6 +282,14 @@ class Worker:
             on_revoke=self._on_revoke,
             on_lost=self._on_revoke,
         )
+
+    def _still_owns(self, offsets: dict[int, int]) -> bool:
+        """Serve the membership consumer first (a lost session revokes, a fenced member turns
+        fatal), then: do we still own every partition of ``offsets``?"""
+        event = self._membership.poll(0)
+        if event is not None and event.error() is not None:
+            self._on_membership_error(event.error())
+        return self._membership_fatal is None and set(offsets) <= self.owned
 
     def _on_membership_error(self, error: KafkaError) -> None:
         # A consumer's fatal error comes out of poll() as an _FATAL event (librdkafka), not
@@ -381,16 +400,17 @@ class Worker:
 
         checkpoint = self.checkpoints.newest(acceptable)
         if checkpoint is not None:
-            self.engine = FeatureEngine.restore(checkpoint.engine)
+            self.engine = FeatureEngine.restore(checkpoint.engine, config=self.engine_config)
             self.index = LabelIndex.from_table(checkpoint.label_index, self.retention_ms)
             positions = checkpoint.positions
             source = "checkpoint"
         else:
-            self.engine = FeatureEngine(EngineConfig())
+            self.engine = FeatureEngine(self.engine_config)
             self.index = LabelIndex(self.retention_ms)
             positions = {}
             source = "rebuild"
         self.merge.reset(positions)
+        self._paused.clear()  # assign() below resumes every partition
         assignment = []
         for sid in self.merge.sources:
             topic = self.topics.transactions if sid.kind == TRANSACTIONS else self.topics.labels
@@ -413,7 +433,8 @@ class Worker:
     def _write_checkpoint(self) -> None:
         mark = self.merge.released_bucket * catalog.ENTITY_BUCKET_MS
         if mark > 0:
-            self.engine.evict_idle(mark)
+            # The engine frees idle state itself, at event-time day starts (so its card count,
+            # and any capacity eviction, are those of an offline replay); the index is ours.
             self.index.evict(mark)
         self.checkpoints.save(self.merge.positions(), self.engine.snapshot(), self.index.to_table())
         self.metrics.checkpoints.inc()
@@ -442,6 +463,8 @@ class Worker:
         step = self.merge.take_ready()
         if not step.empty:
             self._apply(step)
+            self._export_state()
+        self._hold_back()
         if time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval_s:
             self._write_checkpoint()
         if time.monotonic() - self._drift_exported >= DRIFT_EXPORT_S:
@@ -552,6 +575,40 @@ class Worker:
         released = max(self.merge.released_bucket, 0) * catalog.ENTITY_BUCKET_MS
         self.metrics.watermark.set(released / 1000.0)
 
+    def _hold_back(self) -> None:
+        """Backpressure: pause the partitions whose buffered messages wait for a slower partition
+        (more than ``stream.max_buffered_messages``), resume them once the merge caught up."""
+        held = self.merge.to_hold_back(self.config.max_buffered_messages)
+        if held != self._paused:
+            pause, resume = held - self._paused, self._paused - held
+            if pause:
+                self._data.pause([self._topic_partition(sid) for sid in pause])
+            if resume:
+                self._data.resume([self._topic_partition(sid) for sid in resume])
+            self._paused = held
+            self.metrics.paused.set(len(held))
+        self.metrics.buffered.set(self.merge.buffered())
+
+    def _topic_partition(self, sid: SourceId) -> TopicPartition:
+        topic = self.topics.transactions if sid.kind == TRANSACTIONS else self.topics.labels
+        return TopicPartition(topic, sid.partition)
+
+    def _export_state(self) -> None:
+        engine = self.engine
+        for entity, index in (
+            ("card", engine.cards),
+            ("merchant", engine.merchants),
+            ("terminal", engine.terminals),
+        ):
+            self.metrics.state_entities.labels(entity=entity).set(len(index))
+        self.metrics.state_bytes.set(engine.memory_bytes())
+        for key, count in engine.evictions.items():
+            # a restore can move the engine's count back; the counter only moves forward
+            done = self._evictions_reported.get(key, 0)
+            if count > done:
+                self.metrics.state_evictions.labels(entity=key[0], reason=key[1]).inc(count - done)
+            self._evictions_reported[key] = count
+
     # --------------------------------------------------------------------------- one step
 
     def _apply(self, step: Step) -> None:
@@ -660,16 +717,27 @@ class Worker:
                 self._produce(topic, records)
             self.metrics.stage.labels(stage="produce").observe(time.perf_counter() - started)
             started = time.perf_counter()
+            if offsets and not self._still_owns(offsets):
+                # Offsets sent with the metadata of a lost or fenced membership can make
+                # librdkafka's transaction calls hang (seen in tests/chaos after a broker
+                # restart): drop this batch and redo it once the group has answered.
+                log.warning("group membership lost during a batch; aborting it")
+                producer.abort_transaction(60)
+                self._restore_cause = "membership"
+                return
             if offsets:
-                producer.send_offsets_to_transaction(
-                    [
-                        TopicPartition(self.topics.transactions, p, o)
-                        for p, o in sorted(offsets.items())
-                    ],
-                    self._membership.consumer_group_metadata(),
-                    30,
+                self._retrying(
+                    "sending offsets",
+                    lambda: producer.send_offsets_to_transaction(
+                        [
+                            TopicPartition(self.topics.transactions, p, o)
+                            for p, o in sorted(offsets.items())
+                        ],
+                        self._membership.consumer_group_metadata(),
+                        30,
+                    ),
                 )
-            producer.commit_transaction(60)
+            self._retrying("committing", lambda: producer.commit_transaction(60))
         except KafkaException as exc:
             error = exc.args[0]
             if error.txn_requires_abort():
@@ -680,6 +748,22 @@ class Worker:
             raise  # fatal (e.g. fenced by a newer incarnation): stop, let the supervisor restart
         self.committed.update(offsets)
         self.metrics.stage.labels(stage="commit").observe(time.perf_counter() - started)
+
+    def _retrying(self, what: str, call: Any) -> None:
+        """``call`` again while it fails with a retriable error (a timeout: the broker is slow or
+        away). librdkafka allows exactly this for the transaction calls; the worker waits for the
+        broker instead of exiting, and takes no new input meanwhile (backpressure)."""
+        while True:
+            try:
+                call()
+                return
+            except KafkaException as exc:
+                error = exc.args[0]
+                if not error.retriable() or error.txn_requires_abort() or error.fatal():
+                    raise
+                self.metrics.commit_retries.inc()
+                log.warning("%s the Kafka transaction: %s; retrying", what, error)
+                self._heartbeat = time.monotonic()  # waiting on the broker is not a hang
 
     def _produce(self, topic: str, records: list[OutRecord]) -> None:
         produce = self._producer.produce

@@ -16,7 +16,7 @@ import hashlib
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,9 @@ class EngineConfig:
     initial_capacity: int = 1024
     # Most cards held at once; None: no cap (memory then grows with the cards active in the TTL).
     max_cards: int | None = DEFAULT_MAX_CARDS
+    # Reserve the card tables at the cap up front (virtual memory; see FeatureEngine.__init__).
+    # Never changes a feature; the stream worker sets it.
+    reserve_rows: bool = False
 
     @property
     def ttl_ms(self) -> int:
@@ -77,6 +80,10 @@ class EngineConfig:
     def from_settings(cls, settings: Any) -> EngineConfig:
         """The configuration of ``scoring.settings.Settings`` (``scoring.max_cards``)."""
         return cls(max_cards=settings.scoring.max_cards)
+
+    def reserved(self) -> EngineConfig:
+        """This configuration with the card tables reserved at the cap."""
+        return replace(self, reserve_rows=self.max_cards is not None)
 
 
 def label_effective_ms(reported_ms: np.ndarray) -> np.ndarray:
@@ -189,11 +196,17 @@ class FeatureEngine:
     def __init__(self, config: EngineConfig | None = None, *, pure_python: bool | None = None):
         self.config = config or EngineConfig()
         n = self.config.initial_capacity
-        self.cards = KeyIndex(n, row_limit=self.config.card_row_limit)
+        # reserve_rows: the card tables are reserved at the cap once. np.zeros pages cost no
+        # memory until a row is first used, and the tables never need a growing copy (which
+        # briefly holds old and new: ~2x the card arrays at the moment 10M cards outgrow 8.4M
+        # rows). Not the default: code that touches whole arrays (tests comparing engines) would
+        # then touch gigabytes.
+        n_cards = (self.config.reserve_rows and self.config.card_row_limit) or n
+        self.cards = KeyIndex(n_cards, row_limit=self.config.card_row_limit)
         self.merchants = KeyIndex(n)
         self.terminals = KeyIndex(n)
-        self.card_f = np.zeros((n, kernels.CARD_F))
-        self.card_i = np.full((n, kernels.CARD_I), 0, dtype=np.int64)
+        self.card_f = np.zeros((n_cards, kernels.CARD_F))
+        self.card_i = np.zeros((n_cards, kernels.CARD_I), dtype=np.int64)
         self.merchant_f = np.zeros((n, kernels.ENT_F))
         self.merchant_i = np.full((n, kernels.ENT_I), kernels.EMPTY, dtype=np.int64)
         self.terminal_f = np.zeros((n, kernels.ENT_F))
@@ -444,14 +457,19 @@ class FeatureEngine:
         self.evict_idle(day_start_ms)
 
     def memory_bytes(self) -> int:
-        """Bytes of the state arrays as allocated (rows held and rows free for reuse). The key
-        maps (Python dicts of the ids) come on top: see benchmarks/README.md, "State memory"."""
-        arrays = (self.card_f, self.card_i, self.merchant_f, self.merchant_i, self.terminal_f,
-                  self.terminal_i)  # fmt: skip
-        index_bytes = sum(
-            i.hashes.nbytes + i.live.nbytes for i in (self.cards, self.merchants, self.terminals)
-        )
-        return sum(a.nbytes for a in arrays) + index_bytes
+        """Bytes of the state arrays' rows in use: every row ever handed out (held now or free for
+        reuse). Reserved rows never used take no memory and are not counted. The key maps
+        (Python dicts of the ids) come on top: benchmarks/README.md, "State memory"."""
+        total = 0
+        for index, arrays in (
+            (self.cards, (self.card_f, self.card_i)),
+            (self.merchants, (self.merchant_f, self.merchant_i)),
+            (self.terminals, (self.terminal_f, self.terminal_i)),
+        ):
+            rows = len(index.keys)
+            row_bytes = sum(a[:1].nbytes for a in arrays) + index.hashes.itemsize + 1
+            total += rows * row_bytes
+        return total
 
     # ------------------------------------------------------------------------ snapshot/restore
 
@@ -466,14 +484,17 @@ class FeatureEngine:
                 ("terminals", self.terminals),
             )
         }
-        np.savez(
+        cards, merchants, terminals = (
+            len(i.keys) for i in (self.cards, self.merchants, self.terminals)
+        )
+        np.savez(  # rows in use only: the reserved rest is zeros
             buffer,
-            card_f=self.card_f,
-            card_i=self.card_i,
-            merchant_f=self.merchant_f,
-            merchant_i=self.merchant_i,
-            terminal_f=self.terminal_f,
-            terminal_i=self.terminal_i,
+            card_f=self.card_f[:cards],
+            card_i=self.card_i[:cards],
+            merchant_f=self.merchant_f[:merchants],
+            merchant_i=self.merchant_i[:merchants],
+            terminal_f=self.terminal_f[:terminals],
+            terminal_i=self.terminal_i[:terminals],
             meta=np.frombuffer(
                 json.dumps(
                     {
@@ -509,7 +530,12 @@ class FeatureEngine:
             engine = cls(config, pure_python=pure_python)
             for name in ("card_f", "card_i", "merchant_f", "merchant_i", "terminal_f",
                          "terminal_i"):  # fmt: skip
-                setattr(engine, name, arrays[name].copy())
+                saved = arrays[name]
+                table = getattr(engine, name)
+                if saved.shape[0] > table.shape[0]:
+                    table = _grown(table, saved.shape[0])
+                table[: saved.shape[0]] = saved
+                setattr(engine, name, table)
         engine.clock_bucket = meta.get("clock_bucket", kernels.EMPTY)
         engine.clock_day = meta.get("clock_day", kernels.EMPTY)
         engine.evictions = {(e, r): n for e, r, n in meta.get("evictions", [])}
@@ -518,8 +544,9 @@ class FeatureEngine:
             index.keys = meta["keys"][name]["keys"]
             index.free = meta["keys"][name]["free"]
             index.slots = {k: i for i, k in enumerate(index.keys) if k is not None}
-            index.hashes = np.zeros(max(len(index.keys), 1), dtype=np.int64)
-            index.live = np.zeros(max(len(index.keys), 1), dtype=bool)
+            rows = max(len(index.keys), getattr(engine, f"{name[:-1]}_f").shape[0])
+            index.hashes = np.zeros(rows, dtype=np.int64)
+            index.live = np.zeros(rows, dtype=bool)
             for slot, key in enumerate(index.keys):
                 if key is not None:
                     index.hashes[slot] = stable_hash(key)
