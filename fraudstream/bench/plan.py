@@ -160,7 +160,15 @@ def build(
         Step(
             "incremental_training",
             "incremental_training.py",
-            (*_args("--no-swap --days 32 --cards 1000 --typology-day 20 --champion-days 9"), *out)
+            # short: fraud reports within 3 days and a 2-day holdout, so that a model trained on
+            # the new typology can serve 6 days after it starts and recovery fits in 30 days
+            (
+                *_args(
+                    "--no-swap --days 30 --cards 1000 --typology-day 12 --champion-days 6 "
+                    "--label-delay-days 3 --eval-days 2 --typology-share 0.6"
+                ),
+                *out,
+            )
             if short
             else out,
             "simulated, with the bin_attack typology switched on mid-period (the program "
