@@ -1259,6 +1259,13 @@ def test_metrics_md_lists_the_contract() -> None:
         "fraudstream_stream_cpu_seconds_total",
         "fraudstream_stream_checkpoints_total",
         "fraudstream_stream_restores_total",
+        # state bounds and backpressure (docs/stream.md, "Memory bounds")
+        "fraudstream_feature_state_entities",
+        "fraudstream_feature_state_bytes",
+        "fraudstream_feature_state_evictions_total",
+        "fraudstream_stream_buffered_messages",
+        "fraudstream_stream_paused_partitions",
+        "fraudstream_stream_commit_retries_total",
     }
     for name, kind in metrics.items():
         assert kind in ("counter", "gauge", "histogram")

@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 STOPPED_S = 30.0
 # The worker's resident memory may grow by at most this much from just before the broker stops
-# until the backlog is decided (measured: a few MB; librdkafka's prefetch alone may take 64 MB).
+# until the backlog is decided (librdkafka's prefetch alone may take 64 MB).
 RSS_GROWTH_BOUND = 150 * 2**20
 
 
