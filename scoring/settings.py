@@ -130,7 +130,7 @@ class ScoringSettings(BaseModel):
         description="Most cards whose feature state is held at once (the worker, `score-log` and "
         "`train` must agree: it changes features). Beyond it, when a second begins, the least "
         "recently active cards are forgotten (1/16 of the cap at a time) and counted in "
-        'fraudstream_feature_state_evictions_total{reason="capacity"}. ~0.95 KB per card '
+        'fraudstream_feature_state_evictions_total{reason="capacity"}. ~0.85 KB per card at 10M '
         '(docs/stream.md, "Memory bounds"); null: no cap, only the 180-day idle expiry.',
     )
     banks: dict[str, dict[str, Any]] = Field(
