@@ -559,7 +559,7 @@ def reliability_section(inputs: Inputs) -> Section:
             s.missing.append(f"{file}: not present in benchmarks/results/")
             s.lines.append(f"* `{file}`: not present.")
             continue
-        fields = _scalars(data)[:14]
+        fields = _scalars(data)[:20]
         s.data[file] = dict(fields)
         s.lines.append(f"* `{file}` (see `benchmarks/results/{file.replace('.json', '.md')}`):")
         s.lines += [
