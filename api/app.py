@@ -16,6 +16,7 @@ Tests pass their own ``link`` and ``models`` (fakes) to run without Kafka or a r
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -64,6 +65,26 @@ TAGS = [
 ]
 
 
+async def _freeze_when_ready(models: Any, link: Any, *, give_up_s: float = 300.0) -> None:
+    """Once the model is loaded and the decisions read-back has caught up, move every object
+    alive then (imported modules, the model, the app) out of the garbage collector's reach.
+
+    Why: the API holds ~200k long-lived objects (numpy, numba, pydantic, FastAPI, the model);
+    every full collection walked them all and stopped the event loop for 100-300 ms at a time
+    under load (benchmarks/api_load.py measured it), which is a deadline miss for every request
+    in flight. Frozen objects are never collected, which is right for objects that live as long
+    as the process; what is allocated later (requests, stored decisions) is collected as usual.
+    """
+    loop = asyncio.get_running_loop()
+    until = loop.time() + give_up_s
+    while loop.time() < until:
+        if models.status()[0] and link.status()[0]:
+            break
+        await asyncio.sleep(0.5)
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -88,6 +109,7 @@ def create_app(
             max_entries=api.max_stored_decisions,
             max_reviews=api.max_pending_reviews,
             cpu_second_usd=settings.scoring.cpu_second_usd,
+            deadline_margin_ms=api.deadline_margin_ms,
         ),
         metrics,
     )
@@ -95,7 +117,12 @@ def create_app(
         store = open_registry(settings, registry)
         models = ModelService(store, settings.scoring.model_ref, metrics)
     if link is None:
-        link = KafkaLink(settings.kafka, lookback_s=api.decision_window_s, models=models)
+        link = KafkaLink(
+            settings.kafka,
+            lookback_s=api.decision_window_s,
+            models=models,
+            isolation=api.decisions_isolation,
+        )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -104,9 +131,11 @@ def create_app(
         # Loading (digests, maybe a native build) can take seconds: requests are answered
         # meanwhile (by the stream, or the fallback); /readyz says when the model is there.
         threading.Thread(target=models.load, name="model-load", daemon=True).start()
+        freezer = asyncio.get_running_loop().create_task(_freeze_when_ready(models, link))
         try:
             yield
         finally:
+            freezer.cancel()
             hub.close()
             link.close()
             models.close()

@@ -224,6 +224,7 @@ class HubLimits:
     max_entries: int
     max_reviews: int
     cpu_second_usd: float
+    deadline_margin_ms: float = 0.0  # the fallback fires this long before the deadline
 
 
 class DecisionHub:
@@ -305,7 +306,8 @@ class DecisionHub:
         entry = Entry(bank_id, transaction.transaction_id, value, self._wall(), started)
         answer = entry.answer = loop.create_future()
         self._insert(key, entry)
-        entry.timer = loop.call_at(started + self.deadline_s(bank_id), self._deadline, entry)
+        fires = started + max(self.deadline_s(bank_id) - self.limits.deadline_margin_ms / 1000, 0)
+        entry.timer = loop.call_at(fires, self._deadline, entry)
         assert self._link is not None
         try:
             self._link.send_transaction(
@@ -364,8 +366,33 @@ class DecisionHub:
                 self._answer(entry, d.value, degraded=False)
             elif entry.stream is None:
                 entry.stream = d.value  # after the deadline: kept beside the fallback answer
+            elif entry.stream != d.value:
+                self._supersede(entry, d)
             if d.action == "review":
                 self.reviews.add(d.bank_id, d.transaction_id, d.decided_at, d.value)
+
+    def _supersede(self, entry: Entry, d: StreamDecision) -> None:
+        """A second decision for a transaction: with read_uncommitted the API can read a decision
+        whose Kafka transaction then aborts; the worker recomputes it after restoring its state,
+        so the later record is the committed one (docs/api.md, "Answering before the commit").
+        It replaces the stored stream decision; what this replica told the bank stays as told."""
+        told_action = _action(entry.told)
+        changed = not entry.degraded and told_action != d.action
+        if entry.request is None:
+            entry.told = d.value  # learned from the stream: this replica told nobody
+            changed = False
+        entry.stream = d.value
+        self.metrics.superseded.labels(
+            bank=d.bank_id, action_changed="true" if changed else "false"
+        ).inc()
+        if changed:
+            log.warning(
+                "bank %s was told %s for a transaction whose committed decision is %s "
+                "(its first Kafka transaction aborted)",
+                d.bank_id,
+                told_action,
+                d.action,
+            )
 
     def on_analyst_verdicts(self, verdicts: Iterable[AnalystVerdict]) -> None:
         """Analyst labels read from ``labels`` (this replica's or another's)."""
@@ -441,6 +468,13 @@ class DecisionHub:
         for entry in list(self._entries.values()):
             if entry.in_flight:
                 self._deadline(entry)
+
+
+def _action(decision: bytes | None) -> str:
+    try:
+        return str(orjson.loads(decision or b"{}").get("action", ""))
+    except (orjson.JSONDecodeError, AttributeError):
+        return ""
 
 
 def _differing_fields(earlier: bytes, now: bytes) -> list[str]:

@@ -70,6 +70,14 @@ class ApiMetrics:
             buckets=COST_BUCKETS,
             registry=r,
         )
+        self.superseded = Counter(
+            "fraudstream_superseded_decisions",
+            "Stream decisions replaced by a later one for the same transaction: the first one's "
+            "Kafka transaction aborted and the worker recomputed it (read_uncommitted only). "
+            "action_changed=true: the bank had been told a different action.",
+            ["bank", "action_changed"],
+            registry=r,
+        )
         self.model_info = Gauge(
             "fraudstream_model_info", "The model version served (value 1).", ["version"], registry=r
         )

@@ -5,9 +5,10 @@ Request/reply over the existing topics (docs/api.md, "Why request/reply over the
 * transactions go to ``transactions`` keyed by card id, from an idempotent producer (acks=all,
   murmur2 partitioning like every keyed producer of the project, ``linger.ms`` 1), exactly as the
   stream expects them; the stream needs no reply-topic plumbing;
-* one consumer thread per replica reads **every partition** of ``decisions`` (read_committed, no
-  consumer group) plus ``labels`` (for analyst verdicts given on other replicas) and
-  ``model-updates`` (hot swaps), and hands each batch to the asyncio loop with
+* one consumer thread per replica reads **every partition** of ``decisions`` (no consumer group;
+  ``api.decisions_isolation``, read_uncommitted by default: see ``DecisionHub._supersede``) plus
+  ``labels`` (for analyst verdicts given on other replicas) and ``model-updates`` (hot swaps),
+  and hands each batch to the asyncio loop with
   ``loop.call_soon_threadsafe``. Any replica therefore sees any decision — whichever replica the
   stream's decision is meant for, and however many replicas run — at the price of every replica
   reading all decisions (~1 KB each; a replica reads 10k decisions/s with a few % of a core).
@@ -86,8 +87,10 @@ class KafkaLink:
         *,
         lookback_s: float,
         models: ModelService | None = None,
+        isolation: str = "read_committed",
     ) -> None:
         self.kafka = kafka
+        self.isolation = isolation
         self.lookback_s = lookback_s
         self.models = models
         self.transactions = kafka.topic(TRANSACTIONS)
@@ -200,7 +203,9 @@ class KafkaLink:
                 "group.id": f"fraudstream-api-{uuid.uuid4().hex[:12]}",
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
-                "isolation.level": "read_committed",
+                # read_uncommitted (the default of api.decisions_isolation): a decision is read
+                # as soon as the worker produced it, not after its Kafka transaction commits.
+                "isolation.level": self.isolation,
                 "auto.offset.reset": "latest",
                 "fetch.wait.max.ms": 10,
                 "error_cb": self._on_client_error,

@@ -25,8 +25,10 @@ way, and the load generator — a separate process with its own event loop.
   process and by everything else on the machine during the run, and the API process's event-loop
   lag and garbage collections (the API runs as ``fraudstream api`` inside ``api_load.py _api``,
   which adds those two observers).
-* Rates climb until a target is saturated; then 500/s once more with a 200 ms deadline (the API
-  restarted), to see the stream path without the fallback.
+* Rates climb until a target is saturated; then 500/s once more with the API answering only from
+  committed decisions (``FRAUD_API__DECISIONS_ISOLATION=read_committed``, the alternative to the
+  default read_uncommitted: docs/api.md), and once with a 200 ms deadline (the API restarted each
+  time), to see the stream path without the fallback.
 
 Writes results/api_load.{json,md,png} (``--name`` for another name).
 
@@ -913,6 +915,7 @@ def main(
     long_deadline_ms: float = 200.0,
     long_deadline_rate: float = 500.0,
     long_deadline: bool = True,
+    committed_run: bool = True,
     deadline_ms: float = 50.0,
     source_idle_ms: float = 10.0,
     history_days: float = 2.0,
@@ -958,7 +961,11 @@ def main(
     label_ms = labels.column("reported_at").to_numpy().astype("datetime64[ms]").astype(np.int64)
     history_labels = shifted(labels.filter(pa.array(label_ms <= end_ms)), "reported_at")
     history = shifted(history, "timestamp")
-    load_runs = [r for r in rate_list] + ([long_deadline_rate] if long_deadline else [])
+    load_runs = (
+        list(rate_list)
+        + ([long_deadline_rate] if committed_run else [])
+        + ([long_deadline_rate] if long_deadline else [])
+    )
     needed = int(sum(r * (seconds + warmup) * 1.1 + 500 for r in load_runs))
     pool = transactions.slice(split, needed)
     if pool.num_rows < needed:
@@ -1062,11 +1069,11 @@ def main(
                 "FRAUD_API__API_KEYS": json.dumps({b: [hash_key(k)] for b, k in keys.items()}),
             }
 
-            def start_api(deadline: float) -> Proc:
+            def start_api(deadline: float, isolation: str = "read_uncommitted") -> Proc:
                 (api_port,) = _free_ports(1)
-                probe = work / f"probe-{deadline:g}.jsonl"
+                probe = work / f"probe-{deadline:g}-{isolation}.jsonl"
                 api = _spawn(
-                    f"api-{deadline:g}",
+                    f"api-{deadline:g}-{isolation}",
                     [
                         sys.executable,
                         str(Path(__file__).resolve()),
@@ -1081,6 +1088,7 @@ def main(
                     {
                         **api_env,
                         "FRAUD_API__DEADLINE_MS": f"{deadline:g}",
+                        "FRAUD_API__DECISIONS_ISOLATION": isolation,
                         "API_LOAD_GC_FREEZE": "1" if api_gc_freeze else "",
                     },
                     work,
@@ -1088,7 +1096,7 @@ def main(
                 )
                 t = time.monotonic()
                 _wait_http(f"http://127.0.0.1:{api_port}/readyz", api.process, api.log, 180)
-                timings[f"api_{deadline:g}ms_ready_s"] = time.monotonic() - t
+                timings[f"api_{deadline:g}ms_{isolation}_ready_s"] = time.monotonic() - t
                 api.probe = probe
                 return api
 
@@ -1168,6 +1176,27 @@ def main(
                     )
                     runs.append(result)
                     api_done = _saturated(result)
+            if committed_run:
+                # The alternative side by side: answers only from committed decisions.
+                api.stop()
+                procs.remove(api)
+                api = start_api(deadline_ms, "read_committed")
+                procs.append(api)
+                n = int(long_deadline_rate * (seconds + warmup) * 1.1 + 500)
+                result = run_one(
+                    target="api",
+                    label=f"API ({deadline_ms:g} ms deadline, read_committed)",
+                    url_port=api.port,
+                    rate=long_deadline_rate,
+                    rows=rows[offset : offset + n],
+                    tag=f"c{long_deadline_rate:g}",
+                    procs=pids(),
+                    worker_port=worker_port,
+                    probe=api.probe,
+                    **common,
+                )
+                offset += n
+                runs.append(result)
             if long_deadline:
                 api.stop()
                 procs.remove(api)

@@ -144,6 +144,12 @@ class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
     deadline_ms: float = Field(default=50.0, gt=0, description="Default per-bank deadline.")
+    deadline_margin_ms: float = Field(
+        default=2.0,
+        ge=0,
+        description="The fallback decides this long before the bank's deadline, so that its "
+        "answer (encoded and written) is out by the deadline rather than just after it.",
+    )
     max_batch: int = Field(default=100, ge=1)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     api_keys: SecretStr | None = Field(
@@ -152,8 +158,8 @@ class ApiSettings(BaseModel):
     tokenization_key: SecretStr | None = Field(
         default=None,
         description="Card-number tokenization (scoring/tokenize.py, docs/api.md): a secret of at "
-        "least 32 characters (key id k1), or JSON {\"active\": \"<key id>\", \"keys\": "
-        "{\"<key id>\": \"<secret>\", ...}} for rotation. Set: `card_number` is accepted and "
+        'least 32 characters (key id k1), or JSON {"active": "<key id>", "keys": '
+        '{"<key id>": "<secret>", ...}} for rotation. Set: `card_number` is accepted and '
         "replaced by an HMAC token at once. Unset: `card_number` is refused (in development the "
         "public development key tokenizes). No working default.",
     )
@@ -183,6 +189,14 @@ class ApiSettings(BaseModel):
     )
     max_pending_reviews: int = Field(
         default=50_000, ge=10, description="Most decisions kept in the review queue per replica."
+    )
+    decisions_isolation: Literal["read_uncommitted", "read_committed"] = Field(
+        default="read_uncommitted",
+        description="How the API reads `decisions` to answer requests. read_uncommitted answers "
+        "as soon as the worker has produced a decision, without waiting for its Kafka transaction "
+        "to commit (the commit is most of the stream path's latency); a decision whose "
+        "transaction then aborts is recomputed by the worker from the same state and replaces it "
+        "(docs/api.md, 'Answering before the commit'). read_committed waits for the commit.",
     )
 
 

@@ -48,7 +48,7 @@ def test_every_v1_route_needs_a_valid_key(
 
 
 def test_both_header_styles_and_rotated_keys_work(api_client: Any) -> None:
-    with api_client(delay=0.0) as (client, _harness):
+    with api_client(delay=0.0, deadline_ms=5000.0) as (client, _harness):
         assert (
             client.post("/v1/transactions", json=transaction("k-1"), headers=A).status_code == 200
         )
@@ -96,7 +96,7 @@ def test_keys_are_not_in_the_settings_or_the_app(api_client: Any) -> None:
 
 
 def test_a_bank_never_sees_another_banks_decisions(api_client: Any) -> None:
-    with api_client(delay=0.0) as (client, harness):
+    with api_client(delay=0.0, deadline_ms=5000.0) as (client, harness):
         mine = client.post("/v1/transactions", json=transaction("secret", amount=700.0), headers=A)
         assert mine.status_code == 200
         assert client.get("/v1/decisions/secret", headers=A).status_code == 200

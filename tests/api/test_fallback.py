@@ -60,7 +60,8 @@ def test_decline_policy_with_the_banks_rules_first_and_its_own_deadline(api_clie
         assert declined.json()["action"] == "decline" and declined.json()["degraded"]
         assert declined.json()["rule"] == "fallback:decline"
         assert elapsed < 0.2  # bank-b's 20 ms, not the default 200 ms
-        assert 20.0 <= declined.json()["latency_ms"] < 60.0
+        # the fallback decides api.deadline_margin_ms (2 ms) before the deadline
+        assert 18.0 <= declined.json()["latency_ms"] < 60.0
         vip = transaction("tx-2", card_id="vip-card", amount=5000.0)
         allowed = client.post("/v1/transactions", json=vip, headers=B).json()
         assert (allowed["action"], allowed["rule"]) == ("approve", "allow_list:card")
@@ -88,7 +89,7 @@ def test_degraded_answers_come_at_the_deadline_and_are_counted(api_client: Any) 
             response = client.post("/v1/transactions", json=transaction(f"d-{i}"), headers=A)
             wall.append((time.perf_counter() - started) * 1000)
             server.append(response.json()["latency_ms"])
-        assert min(server) >= 30.0
+        assert min(server) >= 30.0 - 2.0  # decided deadline_margin_ms before the deadline
         assert float(np.median(server)) < 30.0 + 10.0
         assert float(np.median(wall)) < 30.0 + 25.0  # the in-process test client adds some
         metrics = client.get("/metrics").text

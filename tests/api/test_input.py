@@ -20,7 +20,7 @@ def test_a_card_number_is_refused_and_never_echoed_or_logged(
     api_client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    with api_client(delay=0.0) as (client, harness):
+    with api_client(delay=0.0, deadline_ms=5000.0) as (client, harness):
         response = client.post("/v1/transactions", json=transaction(card_id=PAN), headers=A)
         assert response.status_code == 422
         assert response.json() == {
@@ -54,7 +54,7 @@ def test_a_card_number_is_refused_and_never_echoed_or_logged(
 
 
 def test_a_luhn_invalid_digit_string_is_a_fine_token(api_client: Any) -> None:
-    with api_client(delay=0.0) as (client, _harness):
+    with api_client(delay=0.0, deadline_ms=5000.0) as (client, _harness):
         ok = client.post(
             "/v1/transactions", json=transaction(card_id="4111111111111112"), headers=A
         )
@@ -83,7 +83,7 @@ def test_a_luhn_invalid_digit_string_is_a_fine_token(api_client: Any) -> None:
     ],
 )
 def test_field_level_422(api_client: Any, change: dict[str, Any], where: str, kind: str) -> None:
-    with api_client(delay=0.0) as (client, harness):
+    with api_client(delay=0.0, deadline_ms=5000.0) as (client, harness):
         response = client.post("/v1/transactions", json={**transaction(), **change}, headers=A)
         assert response.status_code == 422, response.text
         (problem,) = response.json()["detail"]
@@ -95,7 +95,7 @@ def test_field_level_422(api_client: Any, change: dict[str, Any], where: str, ki
 
 
 def test_missing_fields_and_broken_json(api_client: Any) -> None:
-    with api_client(delay=0.0) as (client, _harness):
+    with api_client(delay=0.0, deadline_ms=5000.0) as (client, _harness):
         missing = client.post("/v1/transactions", json={"transaction_id": "x"}, headers=A)
         assert {tuple(p["loc"]) for p in missing.json()["detail"]} == {
             ("body", "card_id"), ("body", "timestamp"), ("body", "amount")
@@ -110,7 +110,7 @@ def test_missing_fields_and_broken_json(api_client: Any) -> None:
 
 
 def test_text_must_be_valid_unicode(api_client: Any) -> None:
-    with api_client(delay=0.0) as (client, harness):
+    with api_client(delay=0.0, deadline_ms=5000.0) as (client, harness):
         body = json.dumps(transaction(merchant_id="m\ud800")).encode()  # a lone surrogate escape
         response = client.post(
             "/v1/transactions", content=body, headers={**A, "Content-Type": "application/json"}

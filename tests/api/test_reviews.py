@@ -21,7 +21,7 @@ def _flag(harness: Any, tx_id: str, minutes: float, bank: str = "bank-a") -> Non
 
 
 def test_queue_is_oldest_first_and_pages(api_client: Any) -> None:
-    with api_client(delay=0.0) as (client, harness):
+    with api_client(delay=0.0, deadline_ms=5000.0) as (client, harness):
         for tx_id, minutes in [("late", 30), ("early", 1), ("middle", 10), ("mid2", 10)]:
             _flag(harness, tx_id, minutes)
         _flag(harness, "other-bank", 0, bank="bank-b")
@@ -49,7 +49,7 @@ def test_queue_is_oldest_first_and_pages(api_client: Any) -> None:
 
 
 def test_a_verdict_becomes_an_analyst_label_and_leaves_the_queue(api_client: Any) -> None:
-    with api_client(delay=0.0) as (client, harness):
+    with api_client(delay=0.0, deadline_ms=5000.0) as (client, harness):
         response = client.post("/v1/transactions", json=transaction("r-1", amount=700.0), headers=A)
         assert response.json()["action"] == "review"
         verdict = client.post("/v1/reviews/r-1", json={"is_fraud": True}, headers=A)
@@ -69,7 +69,7 @@ def test_a_verdict_becomes_an_analyst_label_and_leaves_the_queue(api_client: Any
 
 
 def test_unknown_and_approved_transactions_are_not_reviewable(api_client: Any) -> None:
-    with api_client(delay=0.0) as (client, _harness):
+    with api_client(delay=0.0, deadline_ms=5000.0) as (client, _harness):
         client.post("/v1/transactions", json=transaction("ok", amount=5.0), headers=A)
         for tx_id in ("ok", "never-seen"):
             response = client.post(f"/v1/reviews/{tx_id}", json={"is_fraud": False}, headers=A)
@@ -77,7 +77,7 @@ def test_unknown_and_approved_transactions_are_not_reviewable(api_client: Any) -
 
 
 def test_a_verdict_given_on_another_replica_empties_this_queue(api_client: Any) -> None:
-    with api_client(delay=0.0) as (client, harness):
+    with api_client(delay=0.0, deadline_ms=5000.0) as (client, harness):
         _flag(harness, "elsewhere", 1)
         time.sleep(0.02)
         assert len(client.get("/v1/reviews", headers=A).json()["items"]) == 1
@@ -96,7 +96,7 @@ def test_a_verdict_given_on_another_replica_empties_this_queue(api_client: Any) 
 
 
 def test_a_verdict_kafka_did_not_take_is_a_503_and_stays_queued(api_client: Any) -> None:
-    with api_client(delay=0.0) as (client, harness):
+    with api_client(delay=0.0, deadline_ms=5000.0) as (client, harness):
         client.post("/v1/transactions", json=transaction("r-2", amount=700.0), headers=A)
         harness.stream.fail_labels = True
         response = client.post("/v1/reviews/r-2", json={"is_fraud": True}, headers=A)
@@ -107,7 +107,7 @@ def test_a_verdict_kafka_did_not_take_is_a_503_and_stays_queued(api_client: Any)
 
 
 def test_labels_are_forwarded_with_the_callers_bank(api_client: Any) -> None:
-    with api_client(delay=0.0) as (client, harness):
+    with api_client(delay=0.0, deadline_ms=5000.0) as (client, harness):
         response = client.post(
             "/v1/labels",
             json={"transaction_id": "t-9", "is_fraud": True, "source": "chargeback",

@@ -126,7 +126,8 @@ def test_the_api_keeps_its_schema(case: Any, live_api: None) -> None:
     if case.operation.label == "POST /v1/transactions" and response.status_code == 200:
         decision = response.json()
         assert decision["degraded"] is True, "no worker runs: only the fallback can answer"
-        assert DEADLINE_MS <= decision["latency_ms"] < DEADLINE_MS + 250
+        # the fallback decides api.deadline_margin_ms (2 ms) before the deadline
+        assert DEADLINE_MS - 2.0 <= decision["latency_ms"] < DEADLINE_MS + 250
 
 
 def test_enough_cases_ran() -> None:

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import orjson
 from prometheus_client.metrics import MetricWrapperBase
 
 from api.hub import DecisionHub, HubLimits, StreamDecision
@@ -130,6 +131,56 @@ def test_the_store_is_bounded_by_count_and_age_but_never_drops_a_waiting_request
         now[0] += 61
         hub.on_stream_decisions([_record("fresh", now[0])])
         assert len(hub) == 1 and hub.stored("b", "fresh") is not None
+        hub.close()
+
+    asyncio.run(run())
+
+
+def test_a_later_stream_decision_replaces_an_aborted_one() -> None:
+    """read_uncommitted: a decision whose Kafka transaction aborted is followed by the worker's
+    redo. The redo becomes the stored stream decision; what the bank was told stays, and a told
+    action that the committed decision contradicts is counted."""
+
+    def record(tx_id: str, action: str, n: int) -> StreamDecision:
+        value = orjson.dumps({"transaction_id": tx_id, "action": action, "n": n})
+        return StreamDecision("b", tx_id, action, "2026-05-04T12:00:00Z", value, 1000.0)
+
+    async def run() -> None:
+        metrics = ApiMetrics()
+        hub = DecisionHub(
+            DecisionPolicy(),
+            HubLimits(default_deadline_ms=10_000, window_s=60, max_entries=100, max_reviews=10,
+                      cpu_second_usd=0.0),
+            metrics,
+            wall_clock=lambda: 1000.0,
+        )  # fmt: skip
+
+        class Quiet:
+            def send_transaction(self, *_: Any) -> None:
+                pass
+
+            async def send_label(self, *_: Any) -> None:
+                pass
+
+        hub.bind(asyncio.get_running_loop(), Quiet())
+        tx = TransactionIn.model_validate(transaction("asked"))
+        ((future, _),) = hub.submit_many("b", [tx], asyncio.get_running_loop().time())
+        first = record("asked", "approve", 1)
+        hub.on_stream_decisions([first])
+        assert await future == first.value
+        hub.on_stream_decisions([first])  # the same record read again: nothing to count
+        redo = record("asked", "decline", 2)  # its transaction aborted; the redo differs
+        hub.on_stream_decisions([redo])
+        stored = hub.stored("b", "asked")
+        assert stored is not None and stored.told == first.value and stored.stream == redo.value
+        # a decision this replica only read (told nobody): the later one is the decision
+        hub.on_stream_decisions([record("seen", "approve", 1), record("seen", "review", 2)])
+        seen = hub.stored("b", "seen")
+        assert seen is not None and seen.told == seen.stream == record("seen", "review", 2).value
+        sample = metrics.registry.get_sample_value
+        name = "fraudstream_superseded_decisions_total"
+        assert sample(name, {"bank": "b", "action_changed": "true"}) == 1
+        assert sample(name, {"bank": "b", "action_changed": "false"}) == 1
         hub.close()
 
     asyncio.run(run())

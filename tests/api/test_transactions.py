@@ -19,7 +19,7 @@ from tests.api.conftest import A, B, async_api, transaction
 
 
 def test_the_answer_is_the_stream_decision_verbatim(api_client: Any) -> None:
-    with api_client(delay=0.0) as (client, harness):
+    with api_client(delay=0.0, deadline_ms=5000.0) as (client, harness):
         response = client.post("/v1/transactions", json=transaction(amount=700.0), headers=A)
         assert response.status_code == 200
         decision = response.json()
@@ -33,7 +33,7 @@ def test_the_answer_is_the_stream_decision_verbatim(api_client: Any) -> None:
 
 
 def test_same_id_same_body_returns_the_same_decision_and_sends_once(api_client: Any) -> None:
-    with api_client(delay=0.0) as (client, harness):
+    with api_client(delay=0.0, deadline_ms=5000.0) as (client, harness):
         first = client.post("/v1/transactions", json=transaction(), headers=A)
         # the same transaction written differently: other offset, key order, explicit nulls
         same = {
@@ -48,7 +48,7 @@ def test_same_id_same_body_returns_the_same_decision_and_sends_once(api_client: 
 
 
 def test_same_id_different_body_is_a_409_naming_the_fields(api_client: Any) -> None:
-    with api_client(delay=0.0) as (client, harness):
+    with api_client(delay=0.0, deadline_ms=5000.0) as (client, harness):
         assert client.post("/v1/transactions", json=transaction(), headers=A).status_code == 200
         changed = transaction(amount=43.0, merchant_id="m-9")
         response = client.post("/v1/transactions", json=changed, headers=A)
@@ -104,7 +104,7 @@ def test_a_client_that_goes_away_does_not_cancel_the_shared_decision() -> None:
 
 
 def test_batch_answers_in_request_order(api_client: Any) -> None:
-    with api_client(delay=0.0) as (client, harness):
+    with api_client(delay=0.0, deadline_ms=5000.0) as (client, harness):
         body = {
             "transactions": [
                 transaction("b-1", amount=10.0),
@@ -123,7 +123,7 @@ def test_batch_answers_in_request_order(api_client: Any) -> None:
 
 
 def test_batch_conflicts_are_all_or_nothing(api_client: Any) -> None:
-    with api_client(delay=0.0) as (client, harness):
+    with api_client(delay=0.0, deadline_ms=5000.0) as (client, harness):
         client.post("/v1/transactions", json=transaction("c-1"), headers=A)
         body = {"transactions": [transaction("c-2"), transaction("c-1", amount=99.0)]}
         response = client.post("/v1/transactions/batch", json=body, headers=A)
@@ -146,7 +146,7 @@ def test_batch_size_limits(api_client: Any) -> None:
 
 
 def test_banks_have_separate_id_spaces(api_client: Any) -> None:
-    with api_client(delay=0.0) as (client, harness):
+    with api_client(delay=0.0, deadline_ms=5000.0) as (client, harness):
         a = client.post("/v1/transactions", json=transaction("same-id"), headers=A)
         b = client.post("/v1/transactions", json=transaction("same-id", amount=5.0), headers=B)
         assert a.status_code == b.status_code == 200  # no 409: another bank's id

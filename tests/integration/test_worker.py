@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from scoring.announcements import ModelAnnouncement, announcement_for
@@ -82,9 +83,20 @@ def stack(world: World, stack_factory: Callable[[Path], Stack]) -> Stack:
     return stack_factory(world.registry_dir)
 
 
-def _replay_in_background(world: World, kafka: KafkaSettings, rate: float) -> threading.Thread:
+def _replay_in_background(
+    world: World, kafka: KafkaSettings, rate: float, part: tuple[float, float] = (0.0, 1.0)
+) -> threading.Thread:
+    """Replay the world (or the ``part`` of its time span, as fractions) in a thread."""
+    transactions, labels = world.transactions, world.labels
+    if part != (0.0, 1.0):
+        times = pc.cast(transactions["timestamp"], pa.int64()).to_numpy()
+        lo, hi = (times[0] + f * (times[-1] - times[0] + 1) for f in part)
+        reported = pc.cast(labels["reported_at"], pa.int64()).to_numpy()
+        transactions = transactions.filter(pa.array((times >= lo) & (times < hi)))
+        labels = labels.filter(pa.array((reported >= lo) & (reported < hi)))
+
     def run() -> None:
-        summary = replay(world.transactions, world.labels, kafka=kafka, rate=rate)
+        summary = replay(transactions, labels, kafka=kafka, rate=rate)
         assert summary.failed == 0
 
     thread = threading.Thread(target=run, name="replay")
@@ -188,10 +200,12 @@ def test_a_worker_joining_and_leaving_changes_nothing(
     stack.kafka = kafka
     first = stack.start("first")
     first.wait_ready()
-    producing = _replay_in_background(world, kafka, rate=2000)
-    time.sleep(2.0)
+    # The second worker joins after the first half of the traffic and before the second half,
+    # however long it takes to start on a busy machine; it leaves while the second half flows.
+    _replay_in_background(world, kafka, rate=2000, part=(0.0, 0.5)).join()
     second = stack.start("second")
     second.wait_ready()
+    producing = _replay_in_background(world, kafka, rate=1000, part=(0.5, 1.0))
 
     def second_decides() -> bool:  # it rebuilds its state from the topics' start first
         text = second.metrics()
