@@ -195,8 +195,7 @@ def test_reliability_files_are_read_when_present(tmp_path: Path) -> None:
     reliability = {"chaos_long.json": {"decisions_lost": 0, "duplicates": 0,
                                        "kills": {"worker": 12, "broker": 3}}}  # fmt: skip
     sections = {
-        s.key: s
-        for s in report.write(_inputs(_programs(), reliability=reliability), tmp_path)
+        s.key: s for s in report.write(_inputs(_programs(), reliability=reliability), tmp_path)
     }
     text = (tmp_path / "report.md").read_text()
     assert "decisions_lost: 0" in text and "kills.worker: 12" in text
