@@ -40,6 +40,8 @@ Writes results/incremental_training.{json,md,png}.
 
     .venv/bin/python benchmarks/incremental_training.py                # ~10 min, 2 shared cores
     .venv/bin/python benchmarks/incremental_training.py --no-swap --days 40 --cards 1500  # quick
+    .venv/bin/python benchmarks/incremental_training.py --transactions T --labels L --days 30
+        # a given log: frozen vs incremental day by day (no typology, so no recovery)
     ... --out DIR                                  # results elsewhere than benchmarks/results
 """
 
@@ -57,7 +59,7 @@ import time
 import urllib.request
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +168,43 @@ def _all_rows(transactions: pa.Table, X: np.ndarray, y: np.ndarray) -> RowSet:
     )
 
 
+@dataclass(frozen=True)
+class Period:
+    """Where the walk's days start, the typology to look for (None: a log, no known typology),
+    and what the report says about the data."""
+
+    start_ms: int
+    new_typology: str | None
+    info: dict[str, Any]
+
+    @property
+    def start(self) -> datetime:
+        return datetime.fromtimestamp(self.start_ms / 1000, tz=UTC)
+
+
+def _log_period(
+    transactions: pa.Table, labels: pa.Table, source: str, *, days: int, maturity: float
+) -> tuple[pa.Table, pa.Table, Period]:
+    """A given log from the midnight (UTC) before its first transaction, cut after ``days`` days;
+    no typology is known, so there are no attack days and no recovery."""
+    transactions = transactions.take(pc.sort_indices(transactions, [("timestamp", "ascending")]))
+    ts = transactions["timestamp"].cast(TIMESTAMP).cast(pa.int64()).to_numpy()
+    start_ms = int(ts[0] // DAY_MS * DAY_MS)
+    span = int((ts[-1] - start_ms) // DAY_MS) + 1
+    days = min(days, span)
+    transactions = transactions.slice(0, int(np.searchsorted(ts, start_ms + days * DAY_MS)))
+    fraud_ids = labels.filter(pc.equal(labels["is_fraud"], True))["transaction_id"]
+    frauds = pc.sum(pc.is_in(transactions["transaction_id"], value_set=fraud_ids)).as_py() or 0
+    info = {
+        "source": source, "days": days, "days_in_log": span,
+        "cards": pc.count_distinct(transactions["card_id"]).as_py(),
+        "fraud_rate": frauds / max(transactions.num_rows, 1),
+        "new_typology": None, "new_typology_day": None, "new_typology_share": None,
+        "max_label_delay_days": maturity,
+    }  # fmt: skip
+    return transactions, labels, Period(start_ms, None, info)
+
+
 def accuracy_walk(
     *,
     days: int,
@@ -178,24 +217,35 @@ def accuracy_walk(
     training: TrainingSettings,
     seed: int,
     work: Path,
+    log: tuple[pa.Table, pa.Table, str] | None = None,
 ) -> dict[str, Any]:
-    config = SimulationConfig(
-        days=days, cards=cards, seed=seed, fraud_rate=fraud_rate, new_typology_day=typology_day,
-        max_label_delay_days=label_delay_days, label_maturity_days=label_delay_days,
-        new_typology_share=typology_share,
-    )  # fmt: skip
     started = time.perf_counter()
-    transactions, labels = simulate(config)
+    if log is None:
+        config = SimulationConfig(
+            days=days, cards=cards, seed=seed, fraud_rate=fraud_rate,
+            new_typology_day=typology_day, max_label_delay_days=label_delay_days,
+            label_maturity_days=label_delay_days, new_typology_share=typology_share,
+        )  # fmt: skip
+        transactions, labels = simulate(config)
+        period = Period(config.start_ms, config.new_typology, json.loads(config.model_dump_json()))
+    else:
+        transactions, labels, period = _log_period(*log, days=days, maturity=label_delay_days)
+        days = period.info["days"]
     X = replay_log(transactions, labels, engine=FeatureEngine())
     print(f"simulated {transactions.num_rows:,} transactions, {labels.num_rows:,} labels; "
           f"features in {time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
     n = transactions.num_rows
     ts = transactions["timestamp"].cast(TIMESTAMP).cast(pa.int64()).to_numpy()
-    start_ms = config.start_ms
+    start_ms = period.start_ms
+    start = period.start
     day_of = (ts - start_ms) // DAY_MS
     truth = fraud_targets(transactions, labels)
     frauds = labels.filter(pc.equal(labels["is_fraud"], True))
-    new_ids = frauds.filter(pc.equal(frauds["fraud_type"], config.new_typology))["transaction_id"]
+    new_ids = (
+        frauds.filter(pc.equal(frauds["fraud_type"], period.new_typology))["transaction_id"]
+        if period.new_typology is not None and "fraud_type" in frauds.column_names
+        else pa.array([], pa.string())
+    )
     is_new = np.asarray(
         pc.is_in(transactions["transaction_id"], value_set=new_ids).to_numpy(zero_copy_only=False)
     )
@@ -211,8 +261,8 @@ def accuracy_walk(
     known = labels.filter(pc.less(labels["reported_at"],
                                   pa.scalar(start_ms + serve_day * DAY_MS, TIMESTAMP)))  # fmt: skip
     first = train_and_register(
-        transactions, known, registry=registry, start=config.start,
-        until=config.start + timedelta(days=champion_days), seed=training.seed,
+        transactions, known, registry=registry, start=start,
+        until=start + timedelta(days=champion_days), seed=training.seed,
     )  # fmt: skip
     registry.promote(first.version)
     seconds = time.perf_counter() - started
@@ -305,7 +355,7 @@ def accuracy_walk(
         results.append(
             DayResult(
                 day=day,
-                date=(config.start + timedelta(days=day)).date().isoformat(),
+                date=(start + timedelta(days=day)).date().isoformat(),
                 transactions=len(rows),
                 frauds=int(truth[rows].sum()),
                 new_typology_frauds=int(is_new[rows].sum()),
@@ -327,7 +377,7 @@ def accuracy_walk(
               f"frozen {last.frozen_ap:.3f}, incremental {last.incremental_ap:.3f} "
               f"({champion})", flush=True)  # fmt: skip
     return {
-        "simulation": json.loads(config.model_dump_json()),
+        "simulation": period.info,
         "transactions": n,
         "serve_day": serve_day,
         "first_champion": first.version,
@@ -340,11 +390,18 @@ def accuracy_walk(
 
 
 def recovery(
-    days: list[dict[str, Any]], rounds: list[dict[str, Any]], typology_day: int, lead: float
+    days: list[dict[str, Any]],
+    rounds: list[dict[str, Any]],
+    typology_day: int | None,
+    lead: float,
 ) -> dict[str, Any]:
     """See the module docstring: the first attack day (a day with frauds of the new typology)
     from which, on it and every later attack day (at least CONFIRM_DAYS of them), the
-    incremental model's average precision beats the frozen model's by at least ``lead``."""
+    incremental model's average precision beats the frozen model's by at least ``lead``.
+    Without a typology (a given log): no attack days, only the means over every day."""
+    no_typology = typology_day is None
+    if typology_day is None:
+        typology_day = min((d["day"] for d in days), default=0)
     by_day = {d["day"]: d for d in days}
     before = [by_day[d] for d in range(typology_day - BASELINE_DAYS, typology_day) if d in by_day]
     attacks = [d for d in days if d["day"] >= typology_day and d["new_typology_frauds"] > 0]
@@ -364,7 +421,10 @@ def recovery(
     # The first promoted model whose training data held a day of the new typology, and the
     # earliest the settings allow one: its data ends where the holdout starts, eval_days before
     # the horizon, which is maturity behind the clock (docs/training.md).
-    learnt = [r for r in rounds if r["promoted"] and r["trained_until_day"] > typology_day]
+    learnt = [
+        r for r in rounds
+        if r["promoted"] and r["trained_until_day"] > typology_day and not no_typology
+    ]  # fmt: skip
     out["first_model_trained_on_it"] = (
         {"version": learnt[0]["promoted"], "serves_from_day": learnt[0]["day"],
          "data_until_day": learnt[0]["trained_until_day"]}
@@ -568,6 +628,28 @@ def write_reports(results: dict[str, Any], out: Path = RESULTS) -> str:
     typology_day = sim["new_typology_day"]
     rec = results["recovery"]
     settings = results["training"]
+    trainer = (
+        f"Trainer: maturity {settings['label_maturity_days']:g} d, window "
+        f"{settings['window_days']:g} d, holdout {settings['eval_days']:g} d, a round every day, "
+        f"margin {settings['promote_margin']:g}, guardrails at their defaults."
+    )
+    if typology_day is None:  # a given log: no typology to recover from
+        lines = [
+            "# Incremental training on a log: frozen model vs the trainer's rounds",
+            "",
+            f"{results['machine']}. Command: `{results['command']}` "
+            f"({results['wall_minutes']:.1f} min).",
+            "",
+            f"{sim['source']}: the first {sim['days']} of its {sim['days_in_log']} days, "
+            f"{sim['cards']:,} cards, {walk['transactions']:,} transactions, fraud rate "
+            f"{sim['fraud_rate']:.4f}. First champion {walk['first_champion']} trained on days "
+            f"0–{results['champion_days'] - 1} with the labels reported by day "
+            f"{walk['serve_day']}, serving from then on. {trainer} No typology start is known, "
+            "so there are no attack days and no recovery: the mean daily average precision of "
+            f"each arm over the served days: frozen {_fmt(rec['frozen']['ap_all_days_after'])}, "
+            f"incremental {_fmt(rec['incremental']['ap_all_days_after'])}.",
+        ]
+        return _finish_report(lines, results, out)
     lines = [
         "# Incremental training: a new fraud typology mid-period",
         "",
@@ -627,6 +709,13 @@ def write_reports(results: dict[str, Any], out: Path = RESULTS) -> str:
             f"{_fmt(d['incremental_new_typology_recall'], '.0%')} | {d['champion']} "
             f"({until:g}) |"
         )
+    return _finish_report(lines, results, out)
+
+
+def _finish_report(lines: list[str], results: dict[str, Any], out: Path) -> str:
+    """The per-day, per-round and swap parts, the same with or without a typology."""
+    walk = results["accuracy"]
+    typology_day = walk["simulation"]["new_typology_day"]
     lines += [
         "",
         "## Per day",
@@ -740,10 +829,11 @@ def _plot(results: dict[str, Any], path: Path) -> None:
         ax.plot(days, values, marker="o", ms=3, color=color, label=f"{arm} (daily AP)")
         ax.plot(attack, [d[f"{arm}_ap"] for d in walk["days"] if d["day"] in attack], "s",
                 ms=6, color=color, mfc="none")  # fmt: skip
-    ax.plot([], [], "s", mfc="none", color="gray", label="attack days (new typology)")
-    ax.axvline(typology_day - 0.5, color="black", ls="--", lw=1)
-    ax.text(typology_day - 0.4, 0.02, f"{walk['simulation']['new_typology']} starts",
-            fontsize=8, va="bottom")  # fmt: skip
+    if typology_day is not None:
+        ax.plot([], [], "s", mfc="none", color="gray", label="attack days (new typology)")
+        ax.axvline(typology_day - 0.5, color="black", ls="--", lw=1)
+        ax.text(typology_day - 0.4, 0.02, f"{walk['simulation']['new_typology']} starts",
+                fontsize=8, va="bottom")  # fmt: skip
     first = True
     for r in walk["rounds"]:
         if r["outcome"] == "promoted":
@@ -754,13 +844,16 @@ def _plot(results: dict[str, Any], path: Path) -> None:
                     va="top", color="#3b75af")  # fmt: skip
             first = False
     recovered = results["recovery"]["recovered_on_day"]
-    if recovered is not None:
+    if recovered is not None and typology_day is not None:
         ax.axvspan(typology_day - 0.5, recovered - 0.5, color="#f0e0a0", alpha=0.4,
                    label=f"until recovered ({recovered - typology_day} days)")  # fmt: skip
     ax.set_ylim(0, 1.2)
     ax.set_yticks(np.arange(0, 1.01, 0.2))
     ax.set_ylabel("average precision")
-    ax.set_title("Average precision per simulated day: frozen model vs incremental trainer")
+    ax.set_title(
+        "Average precision per day: frozen model vs incremental trainer"
+        + ("" if typology_day is not None else f" ({walk['simulation'].get('source', 'log')})")
+    )
     ax.legend(loc="upper center", fontsize=8, ncol=3, framealpha=0.9)
     total = [d["frauds"] for d in walk["days"]]
     new = [d["new_typology_frauds"] for d in walk["days"]]
@@ -816,8 +909,26 @@ def main(
     swap_repeats: int = typer.Option(5, help="Promotions timed in the swap runs."),
     seed: int = typer.Option(5),
     out: Path = typer.Option(RESULTS, help="Results directory."),  # noqa: B008 -- typer's idiom
+    log_transactions: Path | None = typer.Option(  # noqa: B008
+        None,
+        "--transactions",
+        help="Walk this log instead of the simulator (its first --days "
+        "days; no typology: no recovery, only frozen vs incremental day by day).",
+    ),
+    log_labels: Path | None = typer.Option(None, "--labels", help="Labels for --transactions."),  # noqa: B008
 ) -> None:
     began = time.perf_counter()
+    log = None
+    if log_transactions is not None:
+        if log_labels is None:
+            raise typer.BadParameter("--transactions needs --labels", param_hint="--labels")
+        from scoring.logs import read_labels, read_transactions
+
+        log = (read_transactions(log_transactions), read_labels(log_labels),
+               f"log {log_transactions.name} + {log_labels.name}")  # fmt: skip
+        typology_day_arg: int | None = None
+    else:
+        typology_day_arg = typology_day
     training = TrainingSettings(
         label_maturity_days=label_delay_days,
         window_days=window_days,
@@ -830,7 +941,7 @@ def main(
             days=days, cards=cards, typology_day=typology_day, fraud_rate=fraud_rate,
             label_delay_days=label_delay_days, typology_share=typology_share,
             champion_days=champion_days, training=training,
-            seed=seed, work=work,
+            seed=seed, work=work, log=log,
         )  # fmt: skip
         swapped = None
         if swap:
@@ -846,7 +957,7 @@ def main(
         "champion_days": champion_days,
         "training": training.model_dump(),
         "accuracy": walk,
-        "recovery": recovery(walk["days"], walk["rounds"], typology_day, lead),
+        "recovery": recovery(walk["days"], walk["rounds"], typology_day_arg, lead),
         "round_timing": _timing(walk["rounds"]),
         "swap": swapped,
     }

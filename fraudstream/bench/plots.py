@@ -143,6 +143,7 @@ def accuracy(inputs: Inputs, ax_grid: Any) -> None:
     ax_inc, ax_log = ax_grid
     inc = inputs.programs.get("incremental_training") or {}
     days = (inc.get("accuracy") or {}).get("days") or []
+    from_log = "source" in ((inc.get("accuracy") or {}).get("simulation") or {})
     if days:
         x = [d["day"] for d in days]
         for arm in ("frozen", "incremental"):
@@ -162,10 +163,10 @@ def accuracy(inputs: Inputs, ax_grid: Any) -> None:
                 attacks, [0.02] * len(attacks), marker="^", color="red", label="attack days"
             )
     ax_inc.set(
-        xlabel="simulated day",
+        xlabel="day" if from_log else "simulated day",
         ylabel="average precision",
         ylim=(0, 1),
-        title="Frozen vs incremental (simulated)",
+        title="Frozen vs incremental" + (" (the log)" if from_log else " (simulated)"),
     )
     _legend(ax_inc)
     cost = inputs.programs.get("decision_cost") or {}

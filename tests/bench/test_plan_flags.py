@@ -44,7 +44,11 @@ def test_every_step_parses_with_its_program(
         params = context.params
         if "out" in params:
             assert str(params["out"]) == "/tmp/report/programs", step.name
-        if log is not None and step.name in ("feature_engine", "decision_cost"):
+        if log is not None and step.name in (
+            "feature_engine",
+            "decision_cost",
+            "incremental_training",
+        ):
             assert str(params["log_transactions"]) == str(LOG.transactions)
         if log is not None and step.name == "stream_throughput":
             assert str(params["log_labels"]) == str(LOG.labels)

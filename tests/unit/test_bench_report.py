@@ -217,3 +217,20 @@ def test_short_plan_names_every_program_and_reads_the_log(tmp_path: Path) -> Non
     assert unlabelled["decision_cost"].skip and "labels" in unlabelled["decision_cost"].skip
     with pytest.raises(ValueError, match="unknown steps"):
         plan.build("short", programs_out=tmp_path, only=("nope",))
+
+
+def test_incremental_on_a_log_says_there_is_no_recovery(tmp_path: Path) -> None:
+    programs = _programs()
+    accuracy = programs["incremental_training"]["accuracy"]
+    accuracy["simulation"] = {"source": "log t.parquet + l.parquet", "days": 30, "cards": 800,
+                              "new_typology": None, "new_typology_day": None}  # fmt: skip
+    programs["incremental_training"]["recovery"] = {
+        "lead": 0.1, "recovery_days": None,
+        "frozen": {"ap_all_days_after": 0.41}, "incremental": {"ap_all_days_after": 0.47},
+    }  # fmt: skip
+    sections = {s.key: s for s in report.write(_inputs(programs), tmp_path)}
+    text = (tmp_path / "report.md").read_text()
+    assert sections["accuracy"].status == "ok"
+    assert "On log t.parquet + l.parquet: its first 30 days" in text
+    assert "frozen 0.410, incremental 0.470" in text
+    assert "no recovery is measured" in text and "Recovery (incremental" not in text
