@@ -159,9 +159,13 @@ def markdown(report: ChaosReport, data: dict[str, Any]) -> str:
         f"{api['deadline_ms']:g} ms, API-side latency max {api['server_latency_ms_max']:.1f} ms, "
         f"client p50 / p99 / max {api['client_ms_p50']:.1f} / {api['client_ms_p99']:.1f} / "
         f"{api['client_ms_max']:.1f} ms; on `decisions`: {api['lost_on_topic']} lost, "
+        f"{api['not_delivered_during_broker_outage']} given up by the API during a broker "
+        f"restart (30 s delivery timeout, by design; "
+        f"{api['not_delivered_answered_degraded']} of them answered degraded), "
         f"{api['duplicated_on_topic']} duplicated, {api['answer_differs_from_topic']} "
-        f"non-degraded answers differing from the record; resent after the last API restart: "
-        f"{api['resent_same_answer']} of {api['resent_after_restart']} gave the same answer.",
+        f"non-degraded answers differing from the record; resent right after each API restart: "
+        f"{api['resent_same_answer']} of {api['resent_after_restart']} gave the same answer. "
+        f"API-side latency over deadline + 10 ms: {over_deadline(api)} calls.",
         "",
         f"Exit codes after SIGTERM: {sorted(set(report.exits.values()))}. "
         f"Examples: {report.examples[:3] or 'none'}.",
@@ -172,6 +176,10 @@ def markdown(report: ChaosReport, data: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def over_deadline(api: dict[str, Any]) -> int:
+    return sum(1 for row in api.get("series", []) if row[1] > api["deadline_ms"] + 10)
 
 
 COLORS = {
@@ -193,7 +201,7 @@ def plot(report: ChaosReport, path: Path) -> None:
     t = np.array([s.t_s for s in report.samples])
     produced = np.array([s.produced for s in report.samples], dtype=float)
     decided = np.array([s.decision_records for s in report.samples], dtype=float)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True)
+    fig, (top, bottom, api) = plt.subplots(3, 1, figsize=(11, 8.5), sharex=True)
     if len(t) > 1:
         window = 10  # seconds of smoothing: per-second counts are lumpy (batches, commits)
         kernel = np.ones(window) / window
@@ -201,9 +209,20 @@ def plot(report: ChaosReport, path: Path) -> None:
             rate = np.diff(values) / np.maximum(np.diff(t), 1e-9)
             top.plot(t[1:], np.convolve(rate, kernel, mode="same"), label=label, lw=1)
         bottom.plot(t, np.maximum(produced - decided, 0), color="black", lw=1)
+    series = report.api.get("series", [])
+    if series:
+        at = np.array([row[0] for row in series])
+        server = np.array([row[1] for row in series])
+        degraded = np.array([row[3] for row in series], dtype=bool)
+        api.scatter(at[degraded], server[degraded], s=3, color="tab:orange", label="degraded")
+        api.scatter(at[~degraded], server[~degraded], s=3, color="tab:green", label="stream")
+        api.axhline(report.api["deadline_ms"], color="grey", ls="--", lw=1, label="deadline")
+        api.set_yscale("log")
+        api.legend(loc="upper right", fontsize=7, ncol=3)
+    api.set_ylabel("API latency_ms")
     seen = set()
     for fault in report.faults:
-        for axis in (top, bottom):
+        for axis in (top, bottom, api):
             axis.axvline(
                 fault.at_s,
                 color=COLORS.get(fault.kind, "grey"),
@@ -215,7 +234,7 @@ def plot(report: ChaosReport, path: Path) -> None:
     top.set_ylabel("transactions / s (10 s mean)")
     top.legend(loc="upper right", fontsize=7, ncol=2)
     bottom.set_ylabel("lag (produced − decided)")
-    bottom.set_xlabel("seconds since the replay started")
+    api.set_xlabel("seconds since the replay started")
     top.set_title(
         f"chaos: {report.checked:,} checked, {report.lost} lost, {report.duplicated} duplicated, "
         f"{report.mismatched} mismatched; {len(report.faults)} faults"

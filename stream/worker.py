@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,11 @@ DAY_MS = 86_400_000
 HIGH_REFRESH_S = 0.1  # how often an unknown end offset is asked of the broker
 DRIFT_EXPORT_S = 10.0  # PSI over ~50k decayed rows moves slowly; no need to recompute it often
 DRIFT_WARN_EVERY_S = 300.0
+# A transaction call still running this long after its own timeout is wedged inside librdkafka
+# (seen in tests/chaos: send_offsets_to_transaction when the broker restarted and the group fenced
+# the member mid-call); the worker exits with this code and its supervisor restarts it.
+TXN_CALL_GRACE_S = 30.0
+EXIT_TXN_HUNG = 70  # EX_SOFTWARE
 
 
 @dataclass
@@ -718,13 +725,7 @@ class Worker:
             self.metrics.stage.labels(stage="produce").observe(time.perf_counter() - started)
             started = time.perf_counter()
             if offsets and not self._still_owns(offsets):
-                # Offsets sent with the metadata of a lost or fenced membership can make
-                # librdkafka's transaction calls hang (seen in tests/chaos after a broker
-                # restart): drop this batch and redo it once the group has answered.
-                log.warning("group membership lost during a batch; aborting it")
-                producer.abort_transaction(60)
-                self._restore_cause = "membership"
-                return
+                raise MembershipLostError("before sending the offsets")
             if offsets:
                 self._retrying(
                     "sending offsets",
@@ -736,6 +737,7 @@ class Worker:
                         self._membership.consumer_group_metadata(),
                         30,
                     ),
+                    still_valid=lambda: self._still_owns(offsets),
                 )
             self._retrying("committing", lambda: producer.commit_transaction(60))
         except KafkaException as exc:
@@ -746,24 +748,68 @@ class Worker:
                 self._restore_cause = "abort"
                 return
             raise  # fatal (e.g. fenced by a newer incarnation): stop, let the supervisor restart
+        except MembershipLostError as lost:
+            # Offsets sent with the metadata of a lost or fenced membership can make librdkafka's
+            # transaction calls hang (seen in tests/chaos: a broker restart outlasting the
+            # session): drop this batch and redo it once the group has answered.
+            log.warning("group membership lost %s; aborting the batch and redoing it", lost)
+            producer.abort_transaction(60)
+            self._restore_cause = "membership"
+            return
         self.committed.update(offsets)
         self.metrics.stage.labels(stage="commit").observe(time.perf_counter() - started)
 
-    def _retrying(self, what: str, call: Any) -> None:
+    def _retrying(
+        self, what: str, call: Any, still_valid: Callable[[], bool] | None = None
+    ) -> None:
         """``call`` again while it fails with a retriable error (a timeout: the broker is slow or
         away). librdkafka allows exactly this for the transaction calls; the worker waits for the
-        broker instead of exiting, and takes no new input meanwhile (backpressure)."""
+        broker instead of exiting, and takes no new input meanwhile (backpressure). A retry that
+        ``still_valid`` refuses (the membership was lost meanwhile) raises MembershipLostError."""
         while True:
             try:
-                call()
+                self._bounded(what, call)
                 return
             except KafkaException as exc:
                 error = exc.args[0]
                 if not error.retriable() or error.txn_requires_abort() or error.fatal():
                     raise
+                if still_valid is not None and not still_valid():
+                    raise MembershipLostError(f"while {what}") from exc
                 self.metrics.commit_retries.inc()
                 log.warning("%s the Kafka transaction: %s; retrying", what, error)
                 self._heartbeat = time.monotonic()  # waiting on the broker is not a hang
+
+    def _bounded(self, what: str, call: Callable[[], object]) -> None:
+        """``call`` (a transaction call with a timeout of at most 60 s) on a helper thread. If it
+        has not returned ``TXN_CALL_GRACE_S`` after that timeout, librdkafka is wedged and nothing
+        in this process can unwedge it: exit at once. That is a crash like SIGKILL, which the
+        design makes safe: the restarted worker fences this one's transaction (aborted, never
+        visible) and restores from a checkpoint."""
+        finished = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                call()
+            except BaseException as exc:  # re-raised on the loop's thread below
+                failure.append(exc)
+            finally:
+                finished.set()
+
+        threading.Thread(target=run, name="kafka-transaction-call", daemon=True).start()
+        if not finished.wait(60.0 + TXN_CALL_GRACE_S):
+            log.critical(
+                "%s the Kafka transaction has not returned for %.0f s (wedged in librdkafka); "
+                "exiting with code %d so that the supervisor restarts the worker",
+                what,
+                60.0 + TXN_CALL_GRACE_S,
+                EXIT_TXN_HUNG,
+            )
+            logging.shutdown()
+            os._exit(EXIT_TXN_HUNG)
+        if failure:
+            raise failure[0]
 
     def _produce(self, topic: str, records: list[OutRecord]) -> None:
         produce = self._producer.produce
@@ -879,6 +925,10 @@ def _dead_letter(rejected: RejectedMessage, topics: TopicNames) -> OutRecord:
     if masked or key != rejected.key:
         headers.append((MASKED_HEADER, b"card numbers masked"))
     return OutRecord(key, value, headers)
+
+
+class MembershipLostError(Exception):
+    """The group revoked or fenced this worker's membership while a batch was being committed."""
 
 
 def _close_quietly(consumer: Consumer) -> None:

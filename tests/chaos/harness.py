@@ -372,6 +372,7 @@ class ChaosReport:
     examples: list[str]
     api: dict[str, Any]
     exits: dict[str, int]  # SIGTERMed processes: name -> exit code (0 expected)
+    unplanned_exits: list[dict[str, Any]]  # workers that exited by themselves (and restarted)
     consumer_errors: dict[str, int]
     seconds: float
 
@@ -424,6 +425,9 @@ class ChaosRun:
     faults: list[Fault] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
     exits: dict[str, int] = field(default_factory=dict)
+    resent: dict[str, Any] = field(default_factory=lambda: {"resent": 0, "same": 0, "differ": []})
+    traffic: ApiTraffic | None = None
+    unplanned: list[dict[str, Any]] = field(default_factory=list)
 
     def run(self) -> ChaosReport:
         unknown = set(self.schedule) - set(FAULT_KINDS)
@@ -441,7 +445,11 @@ class ChaosRun:
         broker.up()
         kafka = broker.settings.model_copy(update={"topic_prefix": "chaos.", "partitions": 3})
         create_topics(kafka)
-        env = {**os.environ, "FRAUD_KAFKA__BOOTSTRAP_SERVERS": broker.settings.bootstrap_servers}
+        env = {
+            **os.environ,
+            "FRAUD_KAFKA__BOOTSTRAP_SERVERS": broker.settings.bootstrap_servers,
+            "PYTHONFAULTHANDLER": "1",  # SIGABRT dumps every thread's stack (stop_or_kill)
+        }
         stack = Stack(kafka, env, self.registry, self.root, self.ports)
         api: ApiProcess | None = None
         watcher: Watcher | None = None
@@ -466,6 +474,7 @@ class ChaosRun:
             stamp = first.isoformat(timespec="milliseconds").replace("+00:00", "Z")
             traffic = ApiTraffic(api.url, self.api_rate, stamp, started)
             traffic.start()
+            self.traffic = traffic
             sent = [0]
             replay_result: dict[str, Any] = {}
 
@@ -492,6 +501,7 @@ class ChaosRun:
             n = self.transactions.num_rows
             for kind, moment in zip(self.schedule, moments, strict=True):
                 while sent[0] < moment * n and producer.is_alive():
+                    worker = self._revive(stack, worker, started)
                     time.sleep(0.1)
                 time.sleep(rng.uniform(0.0, 1.5))  # not always right after a replay chunk
                 at = time.monotonic()
@@ -505,11 +515,9 @@ class ChaosRun:
                 raise replay_result["error"]
             summary = replay_result["summary"]
             assert summary.failed == 0, f"{summary.failed} replayed messages were not delivered"
-            # idempotency across the API restart: answers given before it are given again
-            resent = self._resend_answered(traffic, api.url)
             traffic.stop()
             expected = n + len(traffic.calls)
-            self._wait_complete(watcher, expected)
+            worker = self._wait_complete(watcher, expected, stack, worker, started)
             sampling.set()
             sampler.join(5)
             watcher.stop()
@@ -519,7 +527,7 @@ class ChaosRun:
                 raise traffic.failure
             self.exits["w1 (end)"] = stop_or_kill(worker.process)
             self.exits["api (end)"] = stop_or_kill(api.process)
-            return self._report(watcher, traffic, resent, time.monotonic() - started)
+            return self._report(watcher, traffic, self.resent, time.monotonic() - started)
         finally:
             # every step on its own: a failing one must not leave processes behind
             steps: list[Callable[[], object]] = [stack.close, broker.down]
@@ -571,7 +579,16 @@ class ChaosRun:
             self.exits[f"api SIGTERM #{len(self.exits)}"] = code
             api = ApiProcess.start(api_env, api.port, self.registry, api.log)
             api.wait_ready()
-            return worker, api, f"API SIGTERMed (exit {code}) and restarted"
+            assert self.traffic is not None
+            resent, same = self._resend_answered(self.traffic, api.url)
+            return (
+                worker,
+                api,
+                (
+                    f"API SIGTERMed (exit {code}) and restarted; {same} of {resent} answers given "
+                    "before it given again"
+                ),
+            )
         raise ValueError(kind)
 
     def _scale_out_in(self, stack: Stack) -> str:
@@ -613,41 +630,74 @@ class ChaosRun:
             self.samples.append(sample)
             self.on_sample(sample)
 
-    def _resend_answered(self, traffic: ApiTraffic, url: str) -> dict[str, int]:
-        """Send again (same id and body) calls answered non-degraded before the last API
-        restart: the restarted API must give the same answer."""
-        restarts = [f.at_s for f in self.faults if f.kind == "api_restart"]
-        if not restarts:
-            return {"resent": 0, "same": 0}
-        before = [
-            c for c in traffic.calls
-            if c.sent_s < restarts[-1] and c.answer is not None and not c.answer["degraded"]
-        ][-20:]  # fmt: skip
+    def _resend_answered(self, traffic: ApiTraffic, url: str) -> tuple[int, int]:
+        """Right after an API restart: send again (same id and body) the last 20 calls answered
+        non-degraded before it; the restarted API must give the same answers (it read the
+        decisions back from the topic)."""
+        answered = [c for c in list(traffic.calls) if c.answer is not None]
+        before = [c for c in answered if c.answer and not c.answer["degraded"]]
         same = 0
         with httpx.Client(
             base_url=url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
         ) as client:
-            for call in before:
+            for call in before[-20:]:
                 i = int(call.transaction_id.rsplit("-", 1)[1])
                 again = client.post("/v1/transactions", json=traffic.body(i))
-                same += again.status_code == 200 and again.json() == call.answer
-        return {"resent": len(before), "same": same}
+                if again.status_code == 200 and again.json() == call.answer:
+                    same += 1
+                elif len(self.resent["differ"]) < 3:
+                    self.resent["differ"].append(
+                        {"first": call.answer, "status": again.status_code, "again": again.text}
+                    )
+        self.resent["resent"] += len(before[-20:])
+        self.resent["same"] += same
+        return len(before[-20:]), same
 
-    def _wait_complete(self, watcher: Watcher, expected: int, quiet: float = 5.0) -> None:
+    def _wait_complete(
+        self,
+        watcher: Watcher,
+        expected: int,
+        stack: Stack,
+        worker: WorkerProcess,
+        started: float,
+        quiet: float = 5.0,
+    ) -> WorkerProcess:
         """Until every expected transaction is decided and nothing new came for ``quiet`` s
-        (to see late duplicates), or 5 minutes without a new record."""
+        (to see late duplicates), or 2 minutes without a new record."""
         while True:
+            worker = self._revive(stack, worker, started)
             if watcher.failure is not None:
-                return
+                return worker
             complete = len(watcher.decided) >= expected
             if complete and watcher.quiet_for() >= quiet:
-                return
-            if watcher.quiet_for() >= 300:
-                return
+                return worker
+            if watcher.quiet_for() >= 120:
+                return worker
             time.sleep(0.5)
 
+    def _revive(self, stack: Stack, worker: WorkerProcess, started: float) -> WorkerProcess:
+        """What a supervisor (Kubernetes, systemd) does for a worker that exited by itself: start
+        it again. Every such exit is recorded in the report (``unplanned_exits``)."""
+        code = worker.process.poll()
+        if code is None:
+            return worker
+        at = time.monotonic() - started
+        self.unplanned.append({"at_s": round(at, 1), "worker": worker.name, "exit": code})
+        self.log(f"[{at:6.1f} s] worker {worker.name} exited by itself ({code}); restarting it")
+        worker = stack.start(worker.name)
+        worker.wait_ready()
+        return worker
+
+    def _outages(self) -> list[tuple[float, float]]:
+        """When the broker was away (seconds since the start), with a little slack either side."""
+        return [
+            (f.at_s - OUTAGE_SLACK_S, f.at_s + f.recovered_s + OUTAGE_SLACK_S)
+            for f in self.faults
+            if f.kind == "broker_restart"
+        ]
+
     def _report(
-        self, watcher: Watcher, traffic: ApiTraffic, resent: dict[str, int], seconds: float
+        self, watcher: Watcher, traffic: ApiTraffic, resent: dict[str, Any], seconds: float
     ) -> ChaosReport:
         assert self.reference is not None
         ref = self.reference
@@ -678,34 +728,54 @@ class ChaosRun:
             feature_rows_duplicated=logged_twice,
             feature_mismatched=len(watcher.feature_mismatched),
             examples=examples,
-            api=api_summary(traffic.calls, watcher.api_records, resent),
+            api=api_summary(traffic.calls, watcher.api_records, resent, self._outages()),
             exits=self.exits,
+            unplanned_exits=self.unplanned,
             consumer_errors=dict(watcher.errors),
             seconds=seconds,
         )
 
 
-STOP_TIMEOUT_S = 60.0
+# Longer than the worker's own bound on a wedged transaction call (60 s + 30 s, then it exits
+# with EXIT_TXN_HUNG): a hung worker says so itself before it gets SIGABRT.
+STOP_TIMEOUT_S = 100.0
+OUTAGE_SLACK_S = 5.0
 NO_EXIT = 999  # the exit code recorded for a process that ignored SIGTERM (then killed)
 
 
 def stop_or_kill(process: subprocess.Popen[bytes]) -> int:
-    """SIGTERM; the exit code, or NO_EXIT (after SIGKILL) if it did not exit in time."""
+    """SIGTERM; the exit code, or NO_EXIT if it did not exit in time. Then it gets SIGABRT
+    first: with PYTHONFAULTHANDLER set, Python writes every thread's stack to its log, which
+    says where it hung; SIGKILL if even that does not end it."""
     if process.poll() is not None:
         return process.returncode
     process.send_signal(signal.SIGTERM)
     try:
         return process.wait(STOP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(30)
+        process.send_signal(signal.SIGABRT)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(30)
         return NO_EXIT
 
 
 def api_summary(
-    calls: list[ApiCall], on_topic: dict[str, list[dict[str, Any]]], resent: dict[str, int]
+    calls: list[ApiCall],
+    on_topic: dict[str, list[dict[str, Any]]],
+    resent: dict[str, Any],
+    outages: list[tuple[float, float]],
 ) -> dict[str, Any]:
-    """What the API calls saw, checked against the decisions topic."""
+    """What the API calls saw, checked against the decisions topic.
+
+    A call made while the broker was away may never reach the stream, by design: the API's
+    producer gives a transaction up after ``message.timeout.ms`` (30 s; docs/api.md) and its
+    fallback answer stands. Such calls are counted apart (and their answers must be degraded);
+    any other call without a decision on the topic is lost."""
+    missing = [c for c in calls if not on_topic.get(c.transaction_id)]
+    during_outage = [c for c in missing if any(lo <= c.sent_s <= hi for lo, hi in outages)]
     answered = [c for c in calls if c.status == 200 and c.answer is not None]
     degraded = [c for c in answered if c.answer and c.answer["degraded"]]
     clean = [c for c in answered if c.answer and not c.answer["degraded"]]
@@ -729,7 +799,11 @@ def api_summary(
             1 for ms in first_try if ms > API_DEADLINE_MS + API_DEADLINE_MARGIN_MS
         ),
         "decided_on_topic": sum(1 for c in calls if on_topic.get(c.transaction_id)),
-        "lost_on_topic": sum(1 for c in calls if not on_topic.get(c.transaction_id)),
+        "not_delivered_during_broker_outage": len(during_outage),
+        "not_delivered_answered_degraded": sum(
+            1 for c in during_outage if c.answer is not None and c.answer["degraded"]
+        ),
+        "lost_on_topic": len(missing) - len(during_outage),
         "duplicated_on_topic": sum(
             len(on_topic[c.transaction_id]) - 1 for c in calls if on_topic.get(c.transaction_id)
         ),
@@ -738,4 +812,16 @@ def api_summary(
         ),
         "resent_after_restart": resent["resent"],
         "resent_same_answer": resent["same"],
+        "resent_differ_examples": resent["differ"],
+        # per call: seconds since the start, API-side ms, client ms (0: retried), degraded
+        "series": [
+            [
+                round(c.sent_s, 2),
+                round(float(c.answer["latency_ms"]), 1),
+                round(c.client_ms, 1) if c.connection_errors == 0 else 0.0,
+                bool(c.answer["degraded"]),
+            ]
+            for c in answered
+            if c.answer
+        ],
     }
