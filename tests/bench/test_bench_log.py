@@ -1,6 +1,7 @@
 """fraudstream bench on a converted log: a Sparkov-layout file → convert → the short profile's
-programs that read a log and need no broker (feature engine, decisions and their cost), end to
-end through the command line; every section of the report is there, measured or saying why not."""
+programs that read a log and need no broker (feature engine, decisions and their cost, incremental
+training), end to end through the command line; every section of the report is there, measured
+or saying why not."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def test_short_report_from_a_converted_sparkov_log(tmp_path: Path) -> None:
     out = tmp_path / "report"
     done = subprocess.run(
         [sys.executable, "-m", "fraudstream", "bench", "--profile", "short",
-         "--only", "feature_engine,decision_cost", "--transactions", str(tx), "--labels", str(lb),
+         "--only", "feature_engine,decision_cost,incremental_training", "--transactions", str(tx),
+         "--labels", str(lb),
          "--out", str(out)],
         capture_output=True, text=True, env=env, timeout=900,
     )  # fmt: skip
@@ -55,6 +57,9 @@ def test_short_report_from_a_converted_sparkov_log(tmp_path: Path) -> None:
     assert decisions["source"].startswith("log transactions.parquet")
     assert decisions["scored"] > 0 and decisions["frauds"] > 0
     assert decisions["per_million"]["total"] > 0
+    accuracy = sections["accuracy"]["data"]["incremental"]
+    assert len(accuracy["days"]) > 0 and accuracy["typology_day"] is None
+    assert "On log transactions.parquet + labels.parquet: its first 30 days" in text
     # the programs that did not run are named with the reason, not dropped
     assert sections["stages"]["status"] == "not measured"
     assert "stream_throughput: skipped — not selected (--only)" in text
