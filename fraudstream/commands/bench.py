@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -48,7 +49,11 @@ def bench(
         typer.Option(help="Labels for --transactions (needed for accuracy, cost and the stream)."),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Report directory (default: benchmarks/results/<date>/).")
+        Path | None,
+        typer.Option(
+            help="Report directory (default: benchmarks/results/<date>/, or <date>-<log folder>/ "
+            "with --transactions)."
+        ),
     ] = None,
     only: Annotated[
         str | None,
@@ -73,7 +78,7 @@ def bench(
     if labels is not None and transactions is None:
         raise typer.BadParameter("--labels goes with --transactions", param_hint="--labels")
     bench_dir = _benchmarks_dir(benchmarks)
-    report_dir = (out or bench_dir / "results" / date.today().isoformat()).resolve()
+    report_dir = (out or bench_dir / "results" / _default_name(transactions)).resolve()
     programs_out = report_dir / "programs"
     log = None
     if transactions is not None:
@@ -123,6 +128,16 @@ def bench(
     print(report_dir / "report.md")
     if any(r["status"] in ("failed", "timeout") for r in runs):
         raise typer.Exit(1)
+
+
+def _default_name(transactions: Path | None) -> str:
+    """<date> for simulated data; <date>-<log folder> for a given log, so that a report on a log
+    never overwrites the day's report on simulated data."""
+    name = date.today().isoformat()
+    if transactions is None:
+        return name
+    stem = transactions.resolve().parent.name or transactions.stem
+    return f"{name}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', stem).strip('-') or 'log'}"
 
 
 def _checked_log(path: Path, what: str) -> Path:
