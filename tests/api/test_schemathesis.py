@@ -3,9 +3,8 @@
 The app is the real one (Kafka link included, card-number tokenization on, so bodies carry either a
 ``card_id`` or a ``card_number``) on the session's real broker with no stream worker,
 so every transaction is answered by the fallback at the deadline: the schema must hold for what a
-bank sees when the stream is down, and no generated input may yield a server error. Valid keys go
-in both auth headers, so generated credentials never shadow them (schemathesis' ``ignored_auth``
-check still removes and corrupts them to see that auth is enforced).
+bank sees when the stream is down, and no generated input may yield a server error. The bank's key
+is schemathesis' own auth (``ApiKeyAuth``), never headers forced onto every call: see there why.
 
 Runs in CI with the other broker tests (``-m kafka``); about a minute on two cores. The long
 profile (``FRAUD_FUZZ_PROFILE=long``: ≥ 10,000 cases, positive and negative data) is run by
@@ -39,7 +38,6 @@ from stream.topics import create_topics
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 KEY = "schemathesis-key-0123456789"
-HEADERS = {"Authorization": f"Bearer {KEY}", "X-API-Key": KEY}
 DEADLINE_MS = 25.0
 OPERATIONS = 7
 LONG = os.environ.get("FRAUD_FUZZ_PROFILE") == "long"
@@ -98,6 +96,28 @@ schema = schemathesis.openapi.from_dict(create_app(api_settings()).openapi())
 schema.app = LIVE
 
 
+@schema.auth()
+class ApiKeyAuth:
+    """The bank's key on every case, applied by schemathesis itself.
+
+    Why not ``call_and_validate(headers=...)`` with valid keys: schemathesis cannot see that
+    override. A negative case that breaks ``Authorization`` (wrong format, missing) and also
+    mutates a query parameter into something that never reaches the wire (``cursor`` as an empty
+    array is serialised as no parameter; an unknown parameter is ignored) then went out fully
+    valid, got its 200, and schemathesis reported ``AcceptedNegativeData`` for data the API never
+    received: the long profile's one failure on ``GET /v1/reviews``. Reproduced in isolation, 232
+    of 3,000 negative cases with the override, 0 with this provider. A provider is skipped when a
+    case negates the security parameter, so broken credentials are really sent (and get their
+    401), and schemathesis drops credentials it generated for the other scheme (``X-API-Key``).
+    """
+
+    def get(self, case: Any, context: Any) -> str:
+        return KEY
+
+    def set(self, case: Any, data: str, context: Any) -> None:
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+
+
 @pytest.fixture(scope="module")
 def live_api(
     kafka_settings: KafkaSettings, tmp_path_factory: pytest.TempPathFactory
@@ -121,13 +141,14 @@ def live_api(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 def test_the_api_keeps_its_schema(case: Any, live_api: None) -> None:
-    response = case.call_and_validate(headers=HEADERS, checks=ALL_CHECKS)
+    response = case.call_and_validate(checks=ALL_CHECKS)
     SEEN[(case.operation.label, response.status_code)] += 1
     if case.operation.label == "POST /v1/transactions" and response.status_code == 200:
         decision = response.json()
         assert decision["degraded"] is True, "no worker runs: only the fallback can answer"
-        # the fallback decides api.deadline_margin_ms (2 ms) before the deadline
-        assert DEADLINE_MS - 2.0 <= decision["latency_ms"] < DEADLINE_MS + 250
+        # the fallback decides api.deadline_margin_ms (2 ms) before the deadline (uvloop's
+        # timers: 1 ms resolution)
+        assert DEADLINE_MS - 3.0 <= decision["latency_ms"] < DEADLINE_MS + 250
 
 
 def test_enough_cases_ran() -> None:
