@@ -305,8 +305,9 @@ def test_with_the_worker_stopped_answers_are_degraded_within_the_deadline(
         f"\nworker stopped, deadline {DEADLINE_MS:g} ms ({len(client_ms)} sequential): "
         f"API {_ms(server_ms)}; client {_ms(client_ms)}"
     )
-    # the fallback decides api.deadline_margin_ms (2 ms) before the deadline, to be out by it
-    assert min(server_ms) >= DEADLINE_MS - 2.0
+    # the fallback decides api.deadline_margin_ms (2 ms) before the deadline, to be out by it;
+    # uvloop's timers have a 1 ms resolution
+    assert min(server_ms) >= DEADLINE_MS - 2.0 - 1.0
     assert max(server_ms) <= DEADLINE_MS + 10
     assert float(np.quantile(client_ms, 0.9)) <= DEADLINE_MS + 10
     metrics = httpx.get(f"{d.api.url}/metrics").text

@@ -23,6 +23,7 @@ from stream.merge import (
     ALWAYS,
     LABELS,
     NEVER,
+    RESUME_AFTER_S,
     TRANSACTIONS,
     Chunk,
     EventTimeMerge,
@@ -179,6 +180,23 @@ def test_traffic_after_a_pause_of_every_partition_restarts_their_idle_clocks() -
     assert merge.late == 0
     make_idle(merge, TX1, time.monotonic())  # quiet for its grace: idle again
     assert ids(merge.take_ready().transactions) == ["t0-0"]
+
+
+@pytest.mark.parametrize(("quiet_s", "released"), [(0.3, True), (RESUME_AFTER_S + 0.1, False)])
+def test_only_a_real_pause_restarts_the_idle_clocks(quiet_s: float, released: bool) -> None:
+    # A transaction 0.3 s after the last message anywhere (API traffic of a quiet bank): every
+    # partition is idle, but the stream did not pause; holding it for the idle grace would miss
+    # the bank's deadline. After a real pause (a replay start, a broker restart) the clocks
+    # restart, as above.
+    merge = EventTimeMerge(20.0, bucket_ms=B)  # a 20 ms grace, well under RESUME_AFTER_S
+    for sid in (TX0, TX1):
+        merge.add_source(sid, 0)
+        merge.sources[sid].high = 0  # caught up (nothing delivered yet)
+        merge.sources[sid].last_arrival = NOW - quiet_s
+    feed(merge, TX0, [(0, T0 + 2 * B)], now=NOW)
+    step = merge.take_ready(NOW)
+    assert (ids(step.transactions) == ["t0-0"]) is released
+    assert step.empty is not released
 
 
 def test_a_single_idle_partition_delivering_again_restarts_no_other_clock() -> None:
