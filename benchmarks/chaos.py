@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -60,6 +61,7 @@ def main(
     seed: int = typer.Option(7, help="Seeds the fault kinds and moments."),
     api_rate: float = typer.Option(4.0, help="API calls per second."),
     name: str = typer.Option("chaos_long", help="Results file name (results/<name>.*)."),
+    keep: bool = typer.Option(False, help="Keep the run's directory (broker data: GBs, logs)."),
 ) -> None:
     """Run the long chaos profile and write results/<name>.{json,md,png}."""
     import random
@@ -88,7 +90,11 @@ def main(
             log, labels, registry, root, free_ports, schedule=schedule, seed=seed, rate=rate,
             api_rate=api_rate, log=progress.console.print, on_sample=on_sample,
         )  # fmt: skip
-        report = run.run()
+        try:
+            report = run.run()
+        finally:
+            if not keep:
+                shutil.rmtree(root, ignore_errors=True)
     write_results(report, name, minutes=minutes, requested=transactions)
     verdict = report.lost == report.duplicated == report.mismatched == 0
     print(f"{'PASS' if verdict else 'FAIL'}: {report.checked:,} checked, {report.lost} lost, "
