@@ -53,24 +53,44 @@ def scan_topics(
         consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in pending])
         deadline = time.monotonic() + timeout_s
         while pending and time.monotonic() < deadline:
+            batch = []
             for message in consumer.consume(5000, 0.5):
-                where_from = (str(message.topic()), int(message.partition() or 0))
                 error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(where_from)
-                    continue
-                records += 1
-                where = f"{where_from[0]}/{where_from[1]}/{message.offset()}"
-                parts: list[tuple[str, Any]] = [("key", message.key()), ("value", message.value())]
-                headers: Any = message.headers() or []
-                parts += [(f"header {k}", v) for k, v in headers]
-                for part, data in parts:
-                    raw = data.encode() if isinstance(data, str) else data or b""
-                    for hit in find_card_numbers(raw):
-                        found.append(FoundIn(f"{where} {part}", hit))
+                if error is None:
+                    batch.append(message)
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    pending.discard((str(message.topic()), int(message.partition() or 0)))
+            records += len(batch)
+            found += _scan_batch(batch)
         if pending:
             raise TimeoutError(f"card scan: did not reach the end of {sorted(pending)}")
     finally:
         consumer.close()
     return found, records
+
+
+def _parts(message: Any) -> list[tuple[str, bytes]]:
+    parts: list[tuple[str, Any]] = [("key", message.key()), ("value", message.value())]
+    parts += [(f"header {k}", v) for k, v in message.headers() or []]
+    return [(part, data.encode() if isinstance(data, str) else data or b"") for part, data in parts]
+
+
+def _scan_batch(batch: list[Any]) -> list[FoundIn]:
+    """Every part (key, value, headers) of every record of ``batch``, scanned as one text, the
+    parts joined by line breaks: the scanner's rules treat a line break next to a number exactly
+    as the start or end of the data (no number spans one, none continues through one), so this
+    finds what part-by-part scanning finds, with one call per batch instead of three per record
+    (a demo's topics hold a few hundred thousand records). Only a batch with a hit is gone
+    through again, part by part, to say where."""
+    if not batch:
+        return []
+    blob = b"\n".join(data for message in batch for _part, data in _parts(message))
+    if not find_card_numbers(blob):
+        return []
+    found = []
+    for message in batch:
+        where = f"{message.topic()}/{message.partition()}/{message.offset()}"
+        for part, data in _parts(message):
+            for hit in find_card_numbers(data):
+                found.append(FoundIn(f"{where} {part}", hit))
+    return found

@@ -41,6 +41,7 @@ import orjson
 
 from fraudstream.commands.common import console, steps
 from fraudstream.commands.decision_log import DecisionLog
+from fraudstream.commands.demo_cards import tokenize_bank_cards
 from fraudstream.commands.live_view import LiveView, Sources
 from fraudstream.commands.supervisor import (
     RUN_MARKER,
@@ -179,11 +180,17 @@ class StackRun:
         self.trainer = None
         self.summary: dict[str, str] = {}
         self.failures: list[str] = []
+        self.scan_failures: list[str] = []  # joined after the checks, which they must not skip
         self.phase = "starting"
         self.started_broker = False
         self.history_sent = 0
         self.live_from_count = 0
         self.live_sent_tables: list[pa.Table] = []
+        # Card-number tokenization on (docs/up.md, "Card numbers"): a key made for this run, held
+        # only here and in the API's environment, never written; and the API bank's card numbers
+        # by token (demo_cards.py), in memory only.
+        self.tokenization_key = secrets.token_urlsafe(48)
+        self.card_numbers: dict[str, str] = {}
         self._stop = threading.Event()
 
     # ------------------------------------------------------------------------------ prepare
@@ -195,6 +202,7 @@ class StackRun:
         from scoring.decision import policy_from
         from scoring.logs import TIMESTAMP, write_log
         from scoring.registry import ModelRegistry
+        from scoring.tokenize import CardTokenizer
         from stream.local_kafka import LocalKafka
         from stream.topics import create_topics
         from training.evaluate import evaluate
@@ -236,6 +244,10 @@ class StackRun:
             )  # fmt: skip
             transactions, labels = simulate(config)
             transactions = sort_by_time(transactions)
+            step(f"tokenizing {opts.api_bank}'s card numbers with the run's key")
+            transactions, self.card_numbers = tokenize_bank_cards(
+                transactions, opts.api_bank, CardTokenizer.parse(self.tokenization_key)
+            )
             data = self.run_dir / "data"
             write_log(transactions, data / "transactions.parquet")
             write_log(labels, data / "labels.parquet")
@@ -257,6 +269,11 @@ class StackRun:
                 f"{world.month.num_rows:,} transactions in {opts.days} days + "
                 f"{world.live.num_rows:,} in {opts.live_days} live days, {opts.cards:,} cards, "
                 f"{fraud:,} fraud labels (reported within {LABEL_DELAY_DAYS} days)"
+            )
+            self.summary["card numbers"] = (
+                f"{len(self.card_numbers):,} cards of {opts.api_bank} have a synthetic card number "
+                "(in memory only); their history goes to Kafka tokenized with the run's key, "
+                "their live transactions to the API as raw card numbers, which it tokenizes"
             )
 
             # The first model: the weeks before the last one, with the labels known by then.
@@ -320,6 +337,7 @@ class StackRun:
             **base,
             "FRAUD_API__API_KEYS": json.dumps({opts.api_bank: [hash_key(self.api_key)]}),
             "FRAUD_API__DEADLINE_MS": f"{opts.api_deadline_ms:g}",
+            "FRAUD_API__TOKENIZATION_KEY": self.tokenization_key,
         }
         self.api = self.supervisor.start(
             Service("api", service_argv("api", "--port", str(port)), env, port, logs / "api.log")
@@ -368,8 +386,9 @@ class StackRun:
             keep_answers=self.mode == "demo",
         )  # fmt: skip
         self.walker = Walker(
-            self.kafka, api=self.api_client, api_bank=opts.api_bank, stop=self._stop
-        )
+            self.kafka, api=self.api_client, api_bank=opts.api_bank,
+            card_numbers=self.card_numbers, stop=self._stop,
+        )  # fmt: skip
         self.view = LiveView(
             Sources(
                 workers=self.workers, api=self.api, trainer=None,
@@ -454,7 +473,8 @@ class StackRun:
                 f"({live_sent / max(sent_seconds, 1e-9):,.0f}/s): "
                 f"{self.walker.stats.kafka_transactions - kafka_before:,} through Kafka, "
                 f"{api.sent:,} through the API ({opts.api_bank}, up to {opts.api_concurrency} at "
-                f"a time); {self.walker.stats.labels - labels_before:,} labels "
+                f"a time, {api.card_numbers:,} with a raw card number); "
+                f"{self.walker.stats.labels - labels_before:,} labels "
                 f"({api.labels:,} through the API)"
             )
             if self.view.trainer_rounds == 0 and opts.trainer_wait_s > 0:
@@ -529,6 +549,37 @@ class StackRun:
             bad = [e for e in exits if not e.endswith(" 0")]
             if bad:
                 self.failures.append(f"services did not exit cleanly: {', '.join(bad)}")
+
+    def scan_card_data(self) -> None:
+        """demo: look for card numbers in every file and topic record of the run (run_scan.py),
+        after the services stopped (logs flushed, final checkpoints written) and before the broker
+        does. Any hit fails the run; hits are printed masked."""
+        from confluent_kafka import KafkaException
+
+        from fraudstream.commands.run_scan import scan_run
+
+        started = self.started_broker and not self.broker.external
+        try:
+            with steps() as progress:
+                progress.add_task("scanning the run's files and topic records for card numbers")
+                scan = scan_run(
+                    self.run_dir, self.kafka, broker_home=self.broker.home if started else None
+                )
+        except (KafkaException, TimeoutError, OSError) as exc:
+            self.summary["card-number scan"] = f"could not finish: {exc}"
+            self.scan_failures.append(f"card-number scan could not finish: {exc}")
+            return
+        self.summary["card-number scan"] = scan.line() + (
+            "; run directory, the broker's files of the run and every record of its topics"
+            if started
+            else "; run directory and every record of its topics"
+        )
+        for item in scan.found[:20]:
+            console.print(f"card number: {item}", markup=False)
+        if scan.found:
+            self.scan_failures.append(f"{len(scan.found)} card numbers found in the run's data")
+
+    def stop_broker(self) -> None:
         broker = getattr(self, "broker", None)
         if broker is not None and self.started_broker:
             if self.opts.keep_kafka:
@@ -748,13 +799,20 @@ def run_stack(opts: StackOptions, mode: str) -> int:
         console.print(f"[red]error:[/red] {exc}")
     finally:
         run.stop_workload()
-        run.stop_services()
+        try:
+            run.stop_services()
+            if mode == "demo" and world is not None and not interrupted:
+                run.scan_card_data()
+        finally:
+            run.stop_broker()
     if hasattr(run, "view") and run.view.figures:
         run.final_figures()
     if mode == "demo" and world is not None and not interrupted and not run.failures:
         with steps() as progress:
             progress.add_task("checking every decision against the offline replay")
             run.check(world)
+    run.failures += run.scan_failures
+    _mask_card_numbers(run)
     run.summary["elapsed"] = f"{time.monotonic() - began:.0f} s"
     run.summary["run directory"] = str(run_dir)
     if mode == "demo" and not interrupted:
@@ -770,6 +828,18 @@ def run_stack(opts: StackOptions, mode: str) -> int:
     if interrupted and mode == "demo":
         return 130
     return 0
+
+
+def _mask_card_numbers(run: StackRun) -> None:
+    """summary.json is written (and the summary printed) after the scan, and it quotes error texts
+    of the services: a card number in it is masked, and counted as a failure like any other."""
+    from scoring.card_data import find_card_numbers, mask_card_numbers
+
+    for name, value in run.summary.items():
+        hits = find_card_numbers(value.encode())
+        if hits:
+            run.summary[name] = mask_card_numbers(value.encode())[0].decode()
+            run.failures.append(f"{len(hits)} card numbers in the summary's {name!r} (masked)")
 
 
 def _print_summary(title: str, summary: dict[str, str]) -> None:

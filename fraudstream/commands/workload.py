@@ -8,8 +8,9 @@ Two kinds of segment, walked in event-time order at a target rate:
   offline ``score-log`` exactly.
 * **live** — the days after the month, looped for ``up`` (each loop shifted by the segment's length,
   transaction ids suffixed ``-r<loop>``): one bank's transactions go to ``POST
-  /v1/transactions`` (and its labels to ``POST /v1/labels``) over HTTP with bounded concurrency;
-  the other banks' go to Kafka as before.
+  /v1/transactions`` (and its labels to ``POST /v1/labels``) over HTTP with bounded concurrency,
+  each with its card's raw card number in ``card_number`` (demo_cards.py: the API tokenizes it back
+  to the ``card_id`` its history carries); the other banks' go to Kafka as before.
 
 Labels are sent ``LABEL_LOOKAHEAD_MS`` of event time *before* their ``reported_at``. They take
 effect at ``reported_at`` anyway (the worker's merge holds them until their second; the trainer
@@ -113,6 +114,7 @@ class ApiStats:
     answered: int = 0
     degraded: int = 0
     errors: int = 0
+    card_numbers: int = 0  # transactions sent with a raw card number in ``card_number``
     labels: int = 0
     label_errors: int = 0
     in_flight: int = 0
@@ -255,6 +257,7 @@ class Walker:
         *,
         api: ApiClient | None = None,
         api_bank: str | None = None,
+        card_numbers: dict[str, str] | None = None,
         stop: threading.Event,
     ) -> None:
         from confluent_kafka import Producer
@@ -266,6 +269,8 @@ class Walker:
         self.producer = Producer(producer_config(kafka))
         self.api = api
         self.api_bank = api_bank
+        # card_id (a token) -> the raw card number the API bank sends instead (demo_cards.py)
+        self.card_numbers = card_numbers or {}
         self.stop = stop
         self.stats = WalkStats()
 
@@ -331,6 +336,11 @@ class Walker:
             if use_api and self.api is not None and bank == self.api_bank:
                 record = orjson.loads(value)
                 del record["bank_id"]  # the API takes the bank from the key, never from the body
+                number = self.card_numbers.get(card)
+                if number is not None:  # the API tokenizes it back to ``card``
+                    del record["card_id"]
+                    record["card_number"] = number
+                    self.api.stats.card_numbers += 1
                 self.api.submit_transaction(tx_id, card, orjson.dumps(record))
                 self.stats.api_transactions += 1
             else:

@@ -5,6 +5,12 @@ The demo uses the session's broker; the ``up`` test lets ``up`` start (and stop)
 own. Each then checks that no process of the run is left: every pid in the run's
 ``processes.json`` is gone, and no process on the machine carries the run's
 ``FRAUDSTREAM_RUN`` marker in its environment.
+
+The demo runs with card-number tokenization on (issue 9): its API bank's live transactions carry
+raw card numbers, and at the end it scans the run's files and topic records for card numbers. The
+demo test checks the scan's verdict, that the API really received card numbers and turned them into
+the tokens the bank's Kafka-fed history carries, and — independently of the scanner's rules — that
+none of the demo's card numbers occurs in any file of the run or record of ``transactions``.
 """
 
 from __future__ import annotations
@@ -20,7 +26,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
+
+from fraudstream.commands.demo_cards import card_numbers_for
+from scoring.settings import KafkaSettings
+from tests.integration.stream_harness import read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -63,8 +74,18 @@ def assert_nothing_left(run_dir: Path) -> dict[str, Any]:
     return record
 
 
+def digit_runs(data: bytes) -> set[bytes]:
+    """Every 13-19 digit substring of every run of 13+ digits in ``data``."""
+    out: set[bytes] = set()
+    for match in re.finditer(rb"[0-9]{13,}", data):
+        run = match.group()
+        for size in range(13, min(19, len(run)) + 1):
+            out.update(run[i : i + size] for i in range(len(run) - size + 1))
+    return out
+
+
 def test_demo_runs_the_stack_checks_it_and_stops_everything(
-    kafka_env: dict[str, str], topic_prefix: str, tmp_path: Path
+    kafka_env: dict[str, str], kafka_settings: KafkaSettings, topic_prefix: str, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
     env = {**kafka_env, "FRAUD_KAFKA__TOPIC_PREFIX": topic_prefix, "COLUMNS": "250"}
@@ -85,6 +106,14 @@ def test_demo_runs_the_stack_checks_it_and_stops_everything(
     assert delta and float(delta.group(1)) == 0.0  # the worker agrees with score-log exactly
     live = re.search(r"live decisions\s*│ 900 of 900 transactions decided \(([\d,]+) sent", out)
     assert live and int(live.group(1).replace(",", "")) > 0  # some went through the API
+    with_numbers = re.search(r"([\d,]+) with a raw card number\)", out)
+    assert with_numbers and int(with_numbers.group(1).replace(",", "")) > 0, out[-3000:]
+    scan = re.search(r"card-number scan\s*│ card numbers found: (\d+) in ([\d,]+) records, "
+                     r"([\d,]+) files", out)  # fmt: skip
+    assert scan, out[-3000:]
+    assert scan.group(1) == "0"
+    assert int(scan.group(2).replace(",", "")) > 900  # every topic of the run was read
+    assert int(scan.group(3).replace(",", "")) >= 5  # logs, data, registry, state, processes
     equal = re.search(r"([\d,]+) of \1 non-degraded answers equal the stream's", out)
     assert equal, out[-3000:]
     assert re.search(r"trainer\s*│ 1 rounds?, ", out)  # its first round ran (any verdict)
@@ -105,6 +134,41 @@ def test_demo_runs_the_stack_checks_it_and_stops_everything(
     assert (run_dir / "scores.parquet").exists()
     assert (run_dir / "data" / "transactions.parquet").exists()
     assert any((run_dir / "registry" / "versions").iterdir())
+    assert summary["card-number scan"].startswith("card numbers found: 0 in ")
+    check_card_numbers_became_tokens(run_dir, kafka_settings, topic_prefix)
+
+
+def check_card_numbers_became_tokens(
+    run_dir: Path, kafka_settings: KafkaSettings, topic_prefix: str
+) -> None:
+    """bank01's transactions on ``transactions`` — the history the workload produced and the live
+    ones the API produced from ``card_number`` — carry exactly the tokens of the run's data file;
+    and no card number of the demo is in any file of the run or record of ``transactions``."""
+    data = pq.read_table(run_dir / "data" / "transactions.parquet", columns=[
+        "transaction_id", "card_id", "bank_id"]).to_pylist()  # fmt: skip
+    card_of = {(r["bank_id"], r["transaction_id"]): r["card_id"] for r in data}
+    bank01 = {r["card_id"] for r in data if r["bank_id"] == "bank01"}
+    others = {r["card_id"] for r in data if r["bank_id"] != "bank01"}
+    assert bank01 and all(c.startswith("tok_k1_") for c in bank01)
+    assert others and all(re.fullmatch(r"card_\d{6}", c) for c in others)
+    kafka = kafka_settings.model_copy(update={"topic_prefix": topic_prefix})
+    records = read_topic(kafka, kafka.topic("transactions"), expected=1, quiet=3.0)
+    seen = 0
+    for _key, value, _headers in records:
+        record = json.loads(value)
+        if record.get("bank_id") == "bank01":
+            assert record["card_id"] == card_of[("bank01", record["transaction_id"])], record
+            seen += 1
+    assert seen > 0
+    # The demo's card numbers: the simulator's card ids (800 cards) through demo_cards.py.
+    numbers = {n.encode() for n in card_numbers_for([f"card_{i:06d}" for i in range(800)]).values()}
+    in_files = [
+        str(path)
+        for path in sorted(run_dir.rglob("*"))
+        if path.is_file() and digit_runs(path.read_bytes()) & numbers
+    ]
+    assert in_files == []
+    assert not any(digit_runs(value) & numbers for _key, value, _headers in records)
 
 
 def test_up_runs_until_sigint_then_stops_everything_it_started(

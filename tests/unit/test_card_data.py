@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scoring.card_data import find_card_numbers, mask_card_numbers
+from scoring.card_data import find_card_numbers, mask_card_numbers, scan_files
 from scoring.records import luhn_valid
 
 # Published test numbers of the networks (not real cards), 13 to 19 digits.
@@ -106,3 +110,52 @@ def test_a_card_between_separators_is_always_found_and_masked(
     data = before + b" " + pan.encode() + b" " + after
     assert pan[:4] + "*" * (len(pan) - 8) + pan[-4:] in found(data)
     assert pan.encode() not in mask_card_numbers(data)[0]
+
+
+def test_grouped_digits_inside_a_list_of_numbers_are_not_a_card_number() -> None:
+    assert found(b"leaf_count=101 4111 1111 1111 1111 464") == []  # a model dump, counts
+    assert found(b"[2 4111 1111 1111 1111]") == []  # a printed array
+    assert found(b"ids 12-4111-1111-1111-1111") == []
+    assert found(b"card 4111 1111 1111 1111, 12 items") == ["4111********1111"]  # a comma ends it
+    assert mask_card_numbers(b"x 12 4111 1111 1111 1111")[1] == 1  # the masker stays broad
+    assert find_card_numbers(b"card 4111 1111 1111 1111", grouped=False) == []
+    assert [h.masked for h in find_card_numbers(b"4111111111111111", grouped=False)] == [
+        "4111********1111"
+    ]
+
+
+def test_a_lightgbm_model_is_scanned_without_the_grouped_rule(tmp_path: Path) -> None:
+    trees = b"Tree=0\nnum_leaves=4\nleaf_count=4111 1111 1111 1111\nnote=4111111111111111\n"
+    model = tmp_path / "model.txt"
+    content = b"tree\nversion=v4\nnum_class=1\n" + trees
+    model.write_bytes(content)
+    other = tmp_path / "notes.txt"
+    other.write_bytes(trees)
+    in_model, files = scan_files(model)
+    assert files == 1
+    plain = content.index(b"4111111111111111")
+    assert [(f.hit.start, f.hit.masked) for f in in_model] == [(plain, "4111********1111")]
+    assert len(scan_files(other)[0]) == 2  # elsewhere the grouped number counts
+
+
+def test_parquet_is_scanned_value_by_value(tmp_path: Path) -> None:
+    pan = "4111111111111111"
+    table = pa.table(
+        {
+            "note": ["ok", "fine", f"card {pan} declined", None],
+            # adjacent values whose concatenation is a Luhn-valid, Visa-shaped number
+            "code": ["41111111", "11111111", "5", "6"],
+            "amount": [1.5, 2.0, 3.25, 4.0],
+        }
+    ).replace_schema_metadata({"origin": f"export of {pan}"})
+    path = tmp_path / "t.parquet"
+    pq.write_table(table, path, compression="zstd")
+    found_in, files = scan_files(tmp_path)
+    assert files == 1
+    assert sorted((f.where.removeprefix(str(path)), f.hit.start) for f in found_in) == [
+        (" column note row 2", 5),  # row 2, at offset 5 of its value
+        (" metadata", 17),
+    ]
+    # Not Parquet after all: scanned as bytes.
+    (tmp_path / "t.parquet").write_bytes(f"plain text {pan}\n".encode())
+    assert [f.where for f in scan_files(tmp_path)[0]] == [str(path)]
