@@ -36,7 +36,7 @@ Writes results/api_load.{json,md,png} (``--name`` for another name).
     .venv/bin/python benchmarks/api_load.py --rates 100,500 --seconds 10 --no-long-deadline  # quick
     .venv/bin/python benchmarks/api_load.py --report-only      # .md and .png again from the JSON
     .venv/bin/python benchmarks/api_load.py --rates 250,500,750,1000 --no-long-deadline \
-        --api-gc-freeze --name api_load.gc-freeze            # the diagnostic in the README
+        --api-gc-freeze --name api_load.gc-freeze  # diagnostic (the API freezes at start)
 """
 
 from __future__ import annotations
