@@ -1176,46 +1176,45 @@ def main(
                     )
                     runs.append(result)
                     api_done = _saturated(result)
-            if committed_run:
-                # The alternative side by side: answers only from committed decisions.
+
+            def restarted_run(deadline: float, isolation: str, label: str, tag: str) -> None:
+                """The API restarted with other settings, once more at ``long_deadline_rate``."""
+                nonlocal api, offset
                 api.stop()
                 procs.remove(api)
-                api = start_api(deadline_ms, "read_committed")
+                api = start_api(deadline, isolation)
                 procs.append(api)
                 n = int(long_deadline_rate * (seconds + warmup) * 1.1 + 500)
-                result = run_one(
-                    target="api",
-                    label=f"API ({deadline_ms:g} ms deadline, read_committed)",
-                    url_port=api.port,
-                    rate=long_deadline_rate,
-                    rows=rows[offset : offset + n],
-                    tag=f"c{long_deadline_rate:g}",
-                    procs=pids(),
-                    worker_port=worker_port,
-                    probe=api.probe,
-                    **common,
+                chunk, offset = rows[offset : offset + n], offset + n
+                runs.append(
+                    run_one(
+                        target="api",
+                        label=label,
+                        url_port=api.port,
+                        rate=long_deadline_rate,
+                        rows=chunk,
+                        tag=f"{tag}{long_deadline_rate:g}",
+                        procs=pids(),
+                        worker_port=worker_port,
+                        probe=api.probe,
+                        **common,
+                    )
                 )
-                offset += n
-                runs.append(result)
+
+            if committed_run:  # the alternative side by side: answers from committed decisions
+                restarted_run(
+                    deadline_ms,
+                    "read_committed",
+                    f"API ({deadline_ms:g} ms deadline, read_committed)",
+                    "c",
+                )
             if long_deadline:
-                api.stop()
-                procs.remove(api)
-                api = start_api(long_deadline_ms)
-                procs.append(api)
-                n = int(long_deadline_rate * (seconds + warmup) * 1.1 + 500)
-                result = run_one(
-                    target="api",
-                    label=f"API ({long_deadline_ms:g} ms deadline)",
-                    url_port=api.port,
-                    rate=long_deadline_rate,
-                    rows=rows[offset : offset + n],
-                    tag=f"l{long_deadline_rate:g}",
-                    procs=pids(),
-                    worker_port=worker_port,
-                    probe=api.probe,
-                    **common,
+                restarted_run(
+                    long_deadline_ms,
+                    "read_uncommitted",
+                    f"API ({long_deadline_ms:g} ms deadline)",
+                    "l",
                 )
-                runs.append(result)
         finally:
             for proc in reversed(procs):
                 proc.stop()

@@ -111,7 +111,11 @@ def deployment(
     try:
         # Live settings: a quiet partition stops holding the event-time watermark after 20 ms
         # (the harness's 3 s are for exact replays; docs/stream.md, "Event-time merge").
-        worker = stack.start("api-w1", FRAUD_STREAM__SOURCE_IDLE_MS="20")
+        # Short graces, as for live API traffic (the harness's 3 s ones suit bulk replays): a
+        # request after a pause of the whole stream waits for them (docs/stream.md).
+        worker = stack.start(
+            "api-w1", FRAUD_STREAM__SOURCE_IDLE_MS="20", FRAUD_STREAM__LABEL_IDLE_MS="20"
+        )
         worker.wait_ready()
         assert replay(world.transactions, world.labels, kafka=kafka).failed == 0
         replayed = world.transactions.num_rows

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,31 @@ def test_openapi_document(api_client: Any) -> None:
     TransactionIn.model_validate(tx["examples"][0])
 
 
+class _QuietLink:
+    """A link that sends nothing anywhere: the test plays the stream itself."""
+
+    def send_transaction(self, *_: Any) -> None:
+        pass
+
+    async def send_label(self, *_: Any) -> None:
+        pass
+
+
+def _bound_hub(
+    metrics: ApiMetrics, *, max_entries: int, wall_clock: Callable[[], float]
+) -> DecisionHub:
+    """A hub on the running loop with a 10 s deadline and a quiet link."""
+    hub = DecisionHub(
+        DecisionPolicy(),
+        HubLimits(default_deadline_ms=10_000, window_s=60, max_entries=max_entries,
+                  max_reviews=10, cpu_second_usd=0.0),
+        metrics,
+        wall_clock=wall_clock,
+    )  # fmt: skip
+    hub.bind(asyncio.get_running_loop(), _QuietLink())
+    return hub
+
+
 def _record(tx_id: str, at: float) -> StreamDecision:
     return StreamDecision("b", tx_id, "approve", "2026-05-04T12:00:00Z", b"{}", at)
 
@@ -104,22 +130,7 @@ def _record(tx_id: str, at: float) -> StreamDecision:
 def test_the_store_is_bounded_by_count_and_age_but_never_drops_a_waiting_request() -> None:
     async def run() -> None:
         now = [1000.0]
-        hub = DecisionHub(
-            DecisionPolicy(),
-            HubLimits(default_deadline_ms=10_000, window_s=60, max_entries=3, max_reviews=10,
-                      cpu_second_usd=0.0),
-            ApiMetrics(),
-            wall_clock=lambda: now[0],
-        )  # fmt: skip
-
-        class Quiet:
-            def send_transaction(self, *_: Any) -> None:
-                pass
-
-            async def send_label(self, *_: Any) -> None:
-                pass
-
-        hub.bind(asyncio.get_running_loop(), Quiet())
+        hub = _bound_hub(ApiMetrics(), max_entries=3, wall_clock=lambda: now[0])
         tx = TransactionIn.model_validate(transaction("waiting"))
         ((future, _),) = hub.submit_many("b", [tx], asyncio.get_running_loop().time())
         hub.on_stream_decisions([_record(f"d-{i}", now[0]) for i in range(5)])
@@ -147,22 +158,7 @@ def test_a_later_stream_decision_replaces_an_aborted_one() -> None:
 
     async def run() -> None:
         metrics = ApiMetrics()
-        hub = DecisionHub(
-            DecisionPolicy(),
-            HubLimits(default_deadline_ms=10_000, window_s=60, max_entries=100, max_reviews=10,
-                      cpu_second_usd=0.0),
-            metrics,
-            wall_clock=lambda: 1000.0,
-        )  # fmt: skip
-
-        class Quiet:
-            def send_transaction(self, *_: Any) -> None:
-                pass
-
-            async def send_label(self, *_: Any) -> None:
-                pass
-
-        hub.bind(asyncio.get_running_loop(), Quiet())
+        hub = _bound_hub(metrics, max_entries=100, wall_clock=lambda: 1000.0)
         tx = TransactionIn.model_validate(transaction("asked"))
         ((future, _),) = hub.submit_many("b", [tx], asyncio.get_running_loop().time())
         first = record("asked", "approve", 1)

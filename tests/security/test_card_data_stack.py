@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,7 +38,13 @@ from stream.announce import publish_announcement
 from stream.card_scan import scan_topics
 from stream.replay import replay
 from stream.topics import PRODUCER_PARTITIONER, create_topics
-from tests.integration.stream_harness import Stack, WorkerProcess, read_topic
+from tests.integration.stream_harness import (
+    ApiProcess,
+    Stack,
+    WorkerProcess,
+    read_topic,
+    wait_for,
+)
 from training.simulator import SimulationConfig, simulate
 from training.train import train_and_register
 
@@ -69,27 +72,12 @@ def _card_numbers(count: int, seed: int) -> list[str]:
 
 
 @dataclass
-class Api:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def get(self, path: str) -> httpx.Response:
-        return httpx.get(f"{self.url}{path}", headers=AUTH, timeout=10)
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-        return self.process.wait(30)
-
-
-@dataclass
 class Deployment:
     root: Path
     kafka: KafkaSettings
     stack: Stack
     worker: WorkerProcess
-    api: Api
+    api: ApiProcess
     champion: str
     second: str
     registry: ModelRegistry
@@ -118,7 +106,7 @@ def deployment(
     (root / "tmp").mkdir()
     env = {**kafka_env, "TMPDIR": str(root / "tmp")}
     stack = Stack(kafka, env, registry_dir, root, free_tcp_ports)
-    api: Api | None = None
+    api: ApiProcess | None = None
     try:
         worker = stack.start("sec-w1", FRAUD_STREAM__SOURCE_IDLE_MS="20")
         worker.wait_ready()
@@ -133,14 +121,8 @@ def deployment(
             "FRAUD_API__TOKENIZATION_KEY": TOKENIZATION,
             "FRAUD_API__DEADLINE_MS": "10000",  # the stream decides: decisions carry its model
         }
-        with open(log, "wb") as handle:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "fraudstream", "api", "--port", str(port),
-                 "--registry", str(registry_dir)],
-                env=api_env, stdout=handle, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        api = Api(process, f"http://127.0.0.1:{port}", log)
-        _wait(lambda: _ready(api), 120, "the API")
+        api = ApiProcess.start(api_env, port, registry_dir, log)
+        api.wait_ready()
         yield Deployment(
             root, kafka, stack, worker, api, champion, second.version, registry,
             _card_numbers(40, seed=4),
@@ -151,21 +133,8 @@ def deployment(
         stack.close()
 
 
-def _ready(api: Api) -> bool:
-    assert api.process.poll() is None, api.log.read_text(errors="replace")[-3000:]
-    try:
-        return api.get("/readyz").status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
+def _get(api: ApiProcess, path: str) -> httpx.Response:
+    return httpx.get(f"{api.url}{path}", headers=AUTH, timeout=10)
 
 
 def _sample(metrics: str, name: str) -> float:
@@ -185,7 +154,7 @@ def _transaction(tx_id: str, i: int, **card: str) -> dict[str, Any]:
 
 def test_a_tampered_model_is_refused_by_worker_and_api(deployment: Deployment) -> None:
     d = deployment
-    assert d.api.get("/v1/models").json()["serving"]["version"] == d.champion
+    assert _get(d.api, "/v1/models").json()["serving"]["version"] == d.champion
     library = d.root / "registry" / "versions" / d.second / "model.so"
     data = bytearray(library.read_bytes())
     data[len(data) // 2] ^= 0xFF  # after registration: the manifest still has the old SHA-256
@@ -194,15 +163,15 @@ def test_a_tampered_model_is_refused_by_worker_and_api(deployment: Deployment) -
     try:
         publish_announcement(d.kafka, announcement_for(d.registry, "champion", d.champion))
         name = "fraudstream_model_integrity_failures_total"
-        _wait(lambda: _sample(d.worker.metrics(), name) == 1, 90, "the worker's refusal")
-        _wait(lambda: _sample(d.api.get("/metrics").text, name) == 1, 90, "the API's refusal")
+        wait_for(lambda: _sample(d.worker.metrics(), name) == 1, 90, "the worker's refusal")
+        wait_for(lambda: _sample(_get(d.api, "/metrics").text, name) == 1, 90, "the API's refusal")
     finally:
         d.registry.promote(d.champion)
         publish_announcement(d.kafka, announcement_for(d.registry, "champion", d.second))
     # the previous model keeps serving: on both, and in the decisions made now
     assert f'fraudstream_model_info{{version="{d.champion}"}} 1.0' in d.worker.metrics()
     assert f'fraudstream_model_info{{version="{d.second}"}}' not in d.worker.metrics()
-    assert d.api.get("/v1/models").json()["serving"]["version"] == d.champion
+    assert _get(d.api, "/v1/models").json()["serving"]["version"] == d.champion
     assert 'fraudstream_model_swaps_total{outcome="refused"} 1.0' in d.worker.metrics()
     with httpx.Client(base_url=d.api.url, headers=AUTH, timeout=30) as client:
         for i in range(5):
