@@ -18,6 +18,7 @@ from scoring.features.engine import LABEL_EVENT_SCHEMA
 from scoring.logs import TIMESTAMP
 
 Keys = tuple[str | None, str | None, str | None, str | None]  # bank, card, merchant, terminal
+TABLE_SLICE = 4096  # rows converted per GIL-holding Arrow call when a checkpoint is written
 
 _TABLE_SCHEMA = pa.schema(
     [
@@ -152,21 +153,12 @@ class LabelIndex:
     # ---------------------------------------------------------------------------- checkpoints
 
     def to_table(self) -> pa.Table:
-        if not self._order:
-            return _TABLE_SCHEMA.empty_table()
-        stamps, ids, keys = zip(*self._order, strict=True)
-        banks, cards, merchants, terminals = zip(*keys, strict=True)
-        return pa.table(
-            [
-                pa.array(ids, pa.string()),
-                pa.array(banks, pa.string()),
-                pa.array(cards, pa.string()),
-                pa.array(merchants, pa.string()),
-                pa.array(terminals, pa.string()),
-                pa.array(np.asarray(stamps, np.int64)),
-            ],
-            schema=_TABLE_SCHEMA,
-        )
+        return table_of(self.entries())
+
+    def entries(self) -> list[tuple[int, str, Keys]]:
+        """What a checkpoint keeps, as a copy (of references to immutable tuples: ~1 ms per 100k
+        transactions), so that the table can be built off the loop while the index moves on."""
+        return list(self._order)
 
     @classmethod
     def from_table(cls, table: pa.Table, retention_ms: int) -> LabelIndex:
@@ -177,3 +169,31 @@ class LabelIndex:
             index._remember(tx_id, keys)
             index._order.append((stamp, tx_id, keys))
         return index
+
+
+def table_of(entries: list[tuple[int, str, Keys]]) -> pa.Table:
+    """The checkpoint table of :meth:`LabelIndex.entries` (~2 µs per transaction). Built in slices
+    because each Arrow conversion holds the GIL throughout: the checkpoint writer's thread must
+    not stop the worker's loop for more than a few ms at a time."""
+    if not entries:
+        return _TABLE_SCHEMA.empty_table()
+    return pa.concat_tables(
+        _slice_table(entries[start : start + TABLE_SLICE])
+        for start in range(0, len(entries), TABLE_SLICE)
+    )
+
+
+def _slice_table(entries: list[tuple[int, str, Keys]]) -> pa.Table:
+    stamps, ids, keys = zip(*entries, strict=True)
+    banks, cards, merchants, terminals = zip(*keys, strict=True)
+    return pa.table(
+        [
+            pa.array(ids, pa.string()),
+            pa.array(banks, pa.string()),
+            pa.array(cards, pa.string()),
+            pa.array(merchants, pa.string()),
+            pa.array(terminals, pa.string()),
+            pa.array(np.asarray(stamps, np.int64)),
+        ],
+        schema=_TABLE_SCHEMA,
+    )

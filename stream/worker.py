@@ -10,10 +10,13 @@ One loop, one thread (model loads and the status endpoints aside):
    traffic and a takeover needs no state transfer.
 3. Decode (msgspec), merge by event time (:mod:`stream.merge`), apply the released events to the
    feature engine, and for the transactions of owned partitions that are not decided yet: score,
-   decide, and produce decision, feature-log and dead-letter records in one Kafka transaction
-   together with the consumed offsets. Either all of a batch's outputs and its offsets are
-   committed, or none.
-4. Now and then, between batches, checkpoint the state with the input offsets it reflects.
+   decide, and produce decision, feature-log and dead-letter records into the open Kafka
+   transaction, which gathers the batches of ``stream.commit_interval_ms`` and then commits with
+   their consumed offsets. Either all of a transaction's outputs and its offsets are committed, or
+   none. The next batch never waits for a commit it does not need: like Kafka Streams' exactly-once
+   ``commit.interval.ms``, the broker round trips of a commit are paid once per interval, not once
+   per batch (docs/stream.md, "Latency").
+4. Now and then, with no transaction open, checkpoint the state with the input offsets it reflects.
 
 After a crash, a rebalance or an aborted transaction the worker restores the newest checkpoint not
 ahead of the committed offsets and re-reads from there, producing only for offsets not yet
@@ -23,6 +26,7 @@ committed: the state and every decision are those of an uninterrupted run.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -31,7 +35,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +66,8 @@ from scoring.pipeline import BatchScorer
 from scoring.registry import LoadedModel, open_registry
 from scoring.settings import Settings
 from scoring.wire import decode_labels, decode_transactions
-from stream.checkpoints import CheckpointStore
-from stream.label_index import LabelIndex
+from stream.checkpoints import BackgroundWriter, CheckpointStore
+from stream.label_index import LabelIndex, table_of
 from stream.merge import LABELS, TRANSACTIONS, EventTimeMerge, RejectedMessage, SourceId, Step
 from stream.metrics import WorkerMetrics
 from stream.topics import PRODUCER_PARTITIONER, TopicNames
@@ -154,6 +158,7 @@ class Worker:
                 "features": list(catalog.FEATURE_NAMES),
             },
         )
+        self.checkpoint_writer = BackgroundWriter(self.checkpoints, self._checkpoint_saved)
         self.owned: set[int] = set()
         self.committed: dict[int, int] = {}  # owned partition -> next offset to decide
         self._assignment_changed = False
@@ -171,6 +176,7 @@ class Worker:
         self._evictions_reported: dict[tuple[str, str], int] = {}
         self._membership: Any = None
         self._membership_fatal: KafkaError | None = None
+        self._txn: OpenTransaction | None = None
         self._data: Any = None
         self._producer: Any = None
         self._status: StatusServer | None = None
@@ -202,6 +208,7 @@ class Worker:
         try:
             self._wait_for_assignment()
             self._restore("start")
+            _freeze_long_lived()
             self._ready = True
             log.info(
                 "worker %s serving model %s, deciding partitions %s",
@@ -211,7 +218,12 @@ class Worker:
             )
             while self._running and (deadline is None or time.monotonic() < deadline):
                 self._iteration()
-            self._write_checkpoint()
+            if self._txn is not None:
+                self._commit_open()
+            self.checkpoint_writer.wait()
+            if self._restore_cause is None:  # not a state an aborted transaction ran ahead in
+                self._write_checkpoint()
+                self.checkpoint_writer.wait()
         finally:
             self._close()
         return self.stats
@@ -242,12 +254,13 @@ class Worker:
                 "transactional.id": f"{self.config.group_id}.{self.instance}",
                 "enable.idempotence": True,
                 "acks": "all",
-                "linger.ms": 2,
+                # a batch's records are produced in one burst: waiting longer adds latency only
+                "linger.ms": 0.5,
                 "batch.size": 1_000_000,
                 "compression.type": "lz4",
                 "queue.buffering.max.messages": 1_000_000,
-                # One batch's outputs at most wait here (the commit waits for their delivery);
-                # a full queue blocks produce (BufferError, retried) instead of growing.
+                # One transaction's outputs at most wait here (the commit waits for their
+                # delivery); a full queue blocks produce (BufferError, retried) instead of growing.
                 "queue.buffering.max.kbytes": 262_144,
                 "transaction.timeout.ms": 60_000,
                 "partitioner": PRODUCER_PARTITIONER,
@@ -313,7 +326,7 @@ class Worker:
         member is answered FENCED_INSTANCE_ID (the restarted coordinator maps the instance id to
         another member id), a fatal error that leaves the consumer unusable and the worker owning
         nothing. A new consumer with the same ``group.instance.id`` replaces the stale member and
-        gets the partitions back; no transaction is open between batches, and the assignment check
+        gets the partitions back; no transaction is open (see _iteration), and the assignment check
         restores the state if it ran ahead of the group's offsets."""
         log.warning(
             "group membership failed (%s); rejoining as a new consumer", self._membership_fatal
@@ -357,8 +370,9 @@ class Worker:
         self._assigned_once = True
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Between batches (callbacks run inside poll), so no transaction is open: just stop
-        # deciding these partitions.
+        # Callbacks run inside poll: either between transactions (just stop deciding these
+        # partitions) or in _still_owns before a commit, which then finds a partition gone and
+        # aborts the transaction, whose decisions the new owner makes again.
         gone = {p.partition for p in partitions}
         self.owned -= gone
         for partition in gone:
@@ -428,6 +442,8 @@ class Worker:
         self._refresh_highs(ask_all=True)  # empty partitions are idle from the first batch on
         self.metrics.restores.labels(cause=cause, source=source).inc()
         self.stats.restores += 1
+        if self._ready:
+            _freeze_long_lived()  # the restored state is long-lived too
         log.info(
             "state %s from %s (%s); deciding %s from offsets %s",
             "restored" if checkpoint else "rebuilt",
@@ -438,32 +454,46 @@ class Worker:
         )
 
     def _write_checkpoint(self) -> None:
+        """Hand a checkpoint of the state as of now to the background writer (if it is free;
+        else the next iteration tries again)."""
+        if self.checkpoint_writer.busy:
+            return
         mark = self.merge.released_bucket * catalog.ENTITY_BUCKET_MS
         if mark > 0:
             # The engine frees idle state itself, at event-time day starts (so its card count,
             # and any capacity eviction, are those of an offline replay); the index is ours.
             self.index.evict(mark)
-        self.checkpoints.save(self.merge.positions(), self.engine.snapshot(), self.index.to_table())
-        self.metrics.checkpoints.inc()
+        entries = self.index.entries()
+        self.checkpoint_writer.submit(
+            self.merge.positions(), self.engine.snapshot(), lambda: table_of(entries)
+        )
         self._last_checkpoint = time.monotonic()
+
+    def _checkpoint_saved(self, _path: Path) -> None:
+        self.metrics.checkpoints.inc()
 
     # ----------------------------------------------------------------------------- the loop
 
     def _iteration(self) -> None:
         cpu_started = time.process_time()
         self._heartbeat = time.monotonic()
-        event = self._membership.poll(0)  # paused: only callbacks and errors come out
-        if event is not None and event.error() is not None:
-            self._on_membership_error(event.error())
-        if self._membership_fatal is not None:
-            self._rejoin()
-        if self._assignment_changed:
-            self._check_assignment()
-        if self._restore_cause is not None:
-            cause, self._restore_cause = self._restore_cause, None
-            self._restore(cause)
+        if self._txn is not None and self._commit_wait() <= 0:
+            self._commit_open()
+        if self._txn is None:
+            # Group changes are taken between transactions only (at most commit_interval_ms
+            # late): a revoked partition's decisions are then all committed or all aborted.
+            event = self._membership.poll(0)  # paused: only callbacks and errors come out
+            if event is not None and event.error() is not None:
+                self._on_membership_error(event.error())
+            if self._membership_fatal is not None:
+                self._rejoin()
+            if self._assignment_changed:
+                self._check_assignment()
+            if self._restore_cause is not None:
+                cause, self._restore_cause = self._restore_cause, None
+                self._restore(cause)
         self._maybe_swap_model()
-        messages = self._data.consume(self.config.batch_max, self.config.poll_timeout_ms / 1000)
+        messages = self._take(min(self.config.poll_timeout_ms / 1000, self._commit_wait()))
         if messages:
             self._route(messages)
         self._refresh_highs()
@@ -473,10 +503,31 @@ class Worker:
             self._export_state()
         self._hold_back()
         if time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval_s:
-            self._write_checkpoint()
+            if self._txn is not None:
+                self._commit_open()  # the checkpoint is then usable at once after a crash
+            if self._restore_cause is None:
+                self._write_checkpoint()
         if time.monotonic() - self._drift_exported >= DRIFT_EXPORT_S:
             self._export_drift()
         self.metrics.cpu.inc(time.process_time() - cpu_started)
+
+    def _take(self, timeout: float) -> list[Message]:
+        """Wait for the first message, then up to ``batch_linger_ms`` for more. (``consume(n,
+        timeout)`` alone would wait the whole ``poll_timeout_ms`` for n messages, delaying every
+        decision of a light stream by that much.)"""
+        first = self._data.poll(max(timeout, 0.0))
+        if first is None:
+            return []
+        if self.config.batch_max == 1:
+            return [first]
+        linger = min(self.config.batch_linger_ms / 1000, max(self._commit_wait(), 0.0))
+        return [first, *self._data.consume(self.config.batch_max - 1, linger)]
+
+    def _commit_wait(self) -> float:
+        """Seconds until the open transaction is due to commit (inf: none open)."""
+        if self._txn is None:
+            return float("inf")
+        return self._txn.started + self.config.commit_interval_ms / 1000 - time.monotonic()
 
     def _route(self, messages: list[Message]) -> None:
         started = time.perf_counter()
@@ -677,7 +728,7 @@ class Worker:
             )
         commit_offsets = self._offsets_to_commit(step)
         if outputs or commit_offsets:
-            self._commit(outputs, commit_offsets)
+            self._add_to_transaction(outputs, commit_offsets)
         if decide.size:
             now = time.time()
             for arrival in decided_arrivals:
@@ -715,15 +766,35 @@ class Worker:
             and offset > self.committed[sid.partition]
         }
 
-    def _commit(self, outputs: list[tuple[str, list[OutRecord]]], offsets: dict[int, int]) -> None:
+    def _add_to_transaction(
+        self, outputs: list[tuple[str, list[OutRecord]]], offsets: dict[int, int]
+    ) -> None:
+        """Produce a batch's outputs into the open transaction (begun if none is) and note its
+        offsets; the transaction commits once ``commit_interval_ms`` has passed."""
+        started = time.perf_counter()
+        try:
+            if self._txn is None:
+                self._producer.begin_transaction()
+                self._txn = OpenTransaction(time.monotonic())
+            for topic, records in outputs:
+                self._produce(topic, records)
+        except KafkaException as exc:
+            self._txn = None
+            self._abort(exc)
+            return
+        self._txn.offsets.update(offsets)
+        self.metrics.stage.labels(stage="produce").observe(time.perf_counter() - started)
+        if self.config.commit_interval_ms <= 0:
+            self._commit_open()
+
+    def _commit_open(self) -> None:
+        """Commit the open transaction with its offsets; on a retriable failure the worker waits
+        for the broker, on an abortable one it aborts and redoes the transaction's batches."""
+        assert self._txn is not None
+        offsets, self._txn = self._txn.offsets, None
         started = time.perf_counter()
         producer = self._producer
         try:
-            producer.begin_transaction()
-            for topic, records in outputs:
-                self._produce(topic, records)
-            self.metrics.stage.labels(stage="produce").observe(time.perf_counter() - started)
-            started = time.perf_counter()
             if offsets and not self._still_owns(offsets):
                 raise MembershipLostError("before sending the offsets")
             if offsets:
@@ -741,23 +812,28 @@ class Worker:
                 )
             self._retrying("committing", lambda: producer.commit_transaction(60))
         except KafkaException as exc:
-            error = exc.args[0]
-            if error.txn_requires_abort():
-                log.warning("transaction aborted (%s); restoring state and redoing it", error)
-                producer.abort_transaction(60)
-                self._restore_cause = "abort"
-                return
-            raise  # fatal (e.g. fenced by a newer incarnation): stop, let the supervisor restart
+            self._abort(exc)
+            return
         except MembershipLostError as lost:
             # Offsets sent with the metadata of a lost or fenced membership can make librdkafka's
             # transaction calls hang (seen in tests/chaos: a broker restart outlasting the
-            # session): drop this batch and redo it once the group has answered.
-            log.warning("group membership lost %s; aborting the batch and redoing it", lost)
+            # session): drop the transaction and redo it once the group has answered.
+            log.warning("group membership lost %s; aborting the transaction, redoing it", lost)
             producer.abort_transaction(60)
             self._restore_cause = "membership"
             return
         self.committed.update(offsets)
         self.metrics.stage.labels(stage="commit").observe(time.perf_counter() - started)
+
+    def _abort(self, exc: KafkaException) -> None:
+        """An abortable transaction error: abort, restore the state, redo the batches. Anything
+        else (e.g. fenced by a newer incarnation) is raised: stop, the supervisor restarts."""
+        error = exc.args[0]
+        if not error.txn_requires_abort():
+            raise exc
+        log.warning("transaction aborted (%s); restoring state and redoing it", error)
+        self._producer.abort_transaction(60)
+        self._restore_cause = "abort"
 
     def _retrying(
         self, what: str, call: Any, still_valid: Callable[[], bool] | None = None
@@ -900,6 +976,18 @@ _EMPTY_TX = pa.table(
 assert _EMPTY_TX.schema.field("timestamp").type == TIMESTAMP
 
 
+def _freeze_long_lived() -> None:
+    """Move every object alive now (numba, LightGBM, pyarrow, the restored label index) out of the
+    cyclic garbage collector's reach. Why: each full collection walked them all and stopped the
+    loop for 110-160 ms, ~every 3 s at 500 transactions/s (benchmarks/api_load.py with a GC
+    callback): a deadline miss for every API transaction in flight. Frozen objects are still
+    freed by reference counting when dropped (the label index's evicted tuples, a replaced
+    engine); only a reference cycle among them would never be collected. The API does the same
+    (api/app.py)."""
+    gc.collect()
+    gc.freeze()
+
+
 def _prepare_reasons(model: LoadedModel, method: str) -> None:
     """Build the path-contribution arrays now, not on the first flagged batch (~0.3 s)."""
     if method == "path":
@@ -925,6 +1013,14 @@ def _dead_letter(rejected: RejectedMessage, topics: TopicNames) -> OutRecord:
     if masked or key != rejected.key:
         headers.append((MASKED_HEADER, b"card numbers masked"))
     return OutRecord(key, value, headers)
+
+
+@dataclass
+class OpenTransaction:
+    """The Kafka transaction batches are being produced into."""
+
+    started: float  # time.monotonic()
+    offsets: dict[int, int] = field(default_factory=dict)  # partition -> next offset to decide
 
 
 class MembershipLostError(Exception):

@@ -4,13 +4,14 @@ used (another identity, a damaged file), keeping the newest ``keep``."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from scoring.logs import TIMESTAMP
-from stream.checkpoints import CheckpointStore
+from stream.checkpoints import BackgroundWriter, CheckpointStore
 from stream.label_index import LabelIndex
 from stream.merge import LABELS, TRANSACTIONS, SourceId
 
@@ -195,3 +196,49 @@ def test_a_leftover_temporary_file_is_never_read(tmp_path: Path) -> None:
     nxt = checkpoints.save(positions(2), b"next", index_table())
     assert nxt.name == "checkpoint-000000000002.npz"
     assert os.path.exists(nxt)
+
+
+def test_the_background_writer_saves_one_checkpoint_at_a_time(tmp_path: Path) -> None:
+    """The worker's loop hands a checkpoint over and goes on; a second one while the first is
+    still being written is refused (the loop tries again later), never queued or interleaved."""
+    checkpoints = store(tmp_path)
+    saved: list[Path] = []
+    release = threading.Event()
+
+    def slow_table() -> pa.Table:
+        release.wait(10)
+        return index_table()
+
+    writer = BackgroundWriter(checkpoints, saved.append)
+    assert writer.submit(positions(5), engine_bytes(5), slow_table)
+    assert writer.busy
+    assert not writer.submit(positions(6), engine_bytes(6), index_table)
+    release.set()
+    writer.wait(10)
+    assert not writer.busy
+    assert [p.name for p in saved] == [p.name for p in checkpoints.paths()]
+    found = checkpoints.newest(anything)
+    assert found is not None and found.positions == positions(5)
+    assert found.engine == engine_bytes(5)
+
+
+def test_a_failed_background_write_is_logged_and_the_older_checkpoints_stay(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    checkpoints = store(tmp_path)
+    checkpoints.save(positions(1), engine_bytes(1), index_table())
+    saved: list[Path] = []
+
+    def broken() -> pa.Table:
+        raise OSError("No space left on device")
+
+    writer = BackgroundWriter(checkpoints, saved.append)
+    assert writer.submit(positions(2), engine_bytes(2), broken)
+    writer.wait(10)
+    assert saved == []
+    assert "writing a checkpoint failed" in caplog.text and "No space left" in caplog.text
+    found = checkpoints.newest(anything)
+    assert found is not None and found.positions == positions(1)
+    assert writer.submit(positions(3), engine_bytes(3), index_table)  # free again
+    writer.wait(10)
+    assert len(saved) == 1

@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections import Counter
 
 import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scoring.features.engine import LABEL_EVENT_SCHEMA, label_events
 from scoring.logs import LABEL_SCHEMA, TIMESTAMP
+from stream import label_index
 from stream.label_index import LabelIndex
 
 DAY = 86_400_000
@@ -266,3 +268,20 @@ def test_a_resent_transaction_is_reported_and_not_remembered() -> None:
     assert len(index) == len(TXS) + 1
     events = index.label_events(label_table([("t1", "b1", True, T0 + DAY)]))
     assert as_rows(events)[0][2] == "c1"  # the first transaction's card, not the resent one's
+
+
+def test_the_checkpoint_table_is_built_in_slices_and_from_a_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The writer thread builds the table slice by slice from entries copied on the loop: the
+    same table as one slice, and what the index does afterwards does not change it."""
+    txs: list[Tx] = [(f"t{i}", "b1", f"c{i % 4}", "m1", None, T0 + i * 1000) for i in range(10)]
+    index = index_of(txs, retention_ms=DAY)
+    whole = index.to_table()
+    entries = index.entries()
+    monkeypatch.setattr(label_index, "TABLE_SLICE", 3)
+    index.add(tx_table([("late", "b1", "c9", None, None, T0 + DAY)]))
+    index.evict(T0 + DAY + 5_000)  # forgets t0..t4
+    sliced = label_index.table_of(entries)
+    assert sliced.num_rows == 10 and sliced.equals(whole)
+    assert label_index.table_of(index.entries()).num_rows == 6  # t5..t9 and "late"
