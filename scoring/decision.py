@@ -69,6 +69,16 @@ class Decisions:
     def action_names(self) -> np.ndarray:
         return ACTIONS[self.action]
 
+    def take(self, rows: np.ndarray) -> Decisions:
+        """The decisions of ``rows`` (positions in this batch), in that order."""
+        return Decisions(
+            action=self.action[rows],
+            rule=[self.rule[i] for i in rows.tolist()],
+            expected_fraud_loss=self.expected_fraud_loss[rows],
+            review_cost=self.review_cost[rows],
+            friction_cost=self.friction_cost[rows],
+        )
+
 
 class DecisionPolicy:
     """Per-bank policies with a default; decides batches."""

@@ -85,3 +85,31 @@ def test_policy_from_settings_applies_bank_overrides(monkeypatch: pytest.MonkeyP
     assert policy.for_bank("b1").friction_share == 0
     assert policy.for_bank("b1").block_cards == {"c9"}
     assert policy.for_bank("other") is policy.default
+
+
+def test_approvals_can_go_out_before_the_flagged_rows_are_explained() -> None:
+    """What the stream does: decide without reasons, send the approvals, then explain the review
+    and decline rows. Same decisions as one pass; the explanation's CPU is charged to the rows it
+    explained."""
+    features = FeatureEngine().process(_batch())
+    one_pass = BatchScorer(BoosterModel(), DecisionPolicy(), cpu_second_usd=1.0)
+    whole = one_pass.decide(_batch(), features)
+    scorer = BatchScorer(BoosterModel(), DecisionPolicy(), cpu_second_usd=1.0)
+    scored = scorer.decide(_batch(), features, explain=False)
+    assert scored.reasons == [[], [], []] and "reasons" not in scored.stage_seconds
+    flagged = scorer.explain_flagged(scored)
+    rows = np.flatnonzero(whole.decisions.action_names() != "approve")
+    assert rows.size and flagged.transactions.num_rows == rows.size
+    assert flagged.transactions.column("transaction_id").to_pylist() == [
+        ["t1", "t2", "t3"][i] for i in rows
+    ]
+    assert flagged.reasons == [whole.reasons[i] for i in rows]
+    assert np.array_equal(flagged.scores, whole.scores[rows])
+    assert list(flagged.decisions.action_names()) == list(whole.decisions.action_names()[rows])
+    assert flagged.stage_seconds["reasons"] > 0
+    # the flagged rows' share of the batch, plus their explanation
+    assert flagged.cpu_seconds > scored.cpu_seconds * rows.size / 3
+    assert flagged.compute_usd_per_transaction > scored.compute_usd_per_transaction
+    approvals = scored.take(np.flatnonzero(scored.decisions.action_names() == "approve"))
+    assert approvals.compute_usd_per_transaction == scored.compute_usd_per_transaction
+    assert approvals.reasons == [[] for _ in range(approvals.transactions.num_rows)]
