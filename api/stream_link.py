@@ -3,8 +3,9 @@
 Request/reply over the existing topics (docs/api.md, "Why request/reply over the topics"):
 
 * transactions go to ``transactions`` keyed by card id, from an idempotent producer (acks=all,
-  murmur2 partitioning like every keyed producer of the project, ``linger.ms`` 1), exactly as the
-  stream expects them; the stream needs no reply-topic plumbing;
+  murmur2 partitioning like every keyed producer of the project, ``linger.ms`` 1, delivery reports
+  for failures only), exactly as the stream expects them; the stream needs no reply-topic
+  plumbing; labels from a second producer, whose every report is awaited;
 * one consumer thread per replica reads **every partition** of ``decisions`` (no consumer group;
   ``api.decisions_isolation``, read_uncommitted by default: see ``DecisionHub._supersede``) plus
   ``labels`` (for analyst verdicts given on other replicas) and ``model-updates`` (hot swaps),
@@ -99,7 +100,8 @@ class KafkaLink:
         self.model_updates = kafka.topic(MODEL_UPDATES)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._hub: DecisionHub | None = None
-        self._producer: Producer | None = None
+        self._producer: Producer | None = None  # transactions
+        self._label_producer: Producer | None = None
         self._running = threading.Event()
         self._threads: list[threading.Thread] = []
         self._reachable_at = 0.0
@@ -116,19 +118,27 @@ class KafkaLink:
 
         self._loop = loop
         self._hub = hub
+        common = {
+            **self.kafka.client_config(),
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 1,
+            "partitioner": PRODUCER_PARTITIONER,
+            "error_cb": self._on_client_error,
+        }
         self._producer = Producer(
             {
-                **self.kafka.client_config(),
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 1,
-                "partitioner": PRODUCER_PARTITIONER,
+                **common,
                 # A transaction that could not reach the broker for this long has long been
                 # answered by the fallback; do not let it reach the stream minutes later.
                 "message.timeout.ms": 30_000,
-                "error_cb": self._on_client_error,
+                # Only failures call back: a report per transaction would wake the producer
+                # thread, and take the GIL from the event loop, hundreds of times a second.
+                "delivery.report.only.error": True,
             }
         )
+        # Labels are acknowledged to the bank only once Kafka has them: every report counts.
+        self._label_producer = Producer(common)
         self._running.set()
         for name, target in (("api-decisions", self._consume), ("api-producer", self._serve)):
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -139,11 +149,13 @@ class KafkaLink:
         self._running.clear()
         for thread in self._threads:
             thread.join(timeout=10)
-        if self._producer is not None:
-            left = self._producer.flush(5)
-            if left:
-                log.warning("%d messages not delivered at shutdown", left)
-            self._producer = None  # the last reference: librdkafka's threads stop with it
+        for producer in (self._producer, self._label_producer):
+            if producer is not None:
+                left = producer.flush(5)
+                if left:
+                    log.warning("%d messages not delivered at shutdown", left)
+        # the last references: librdkafka's threads stop with them
+        self._producer = self._label_producer = None
 
     # ------------------------------------------------------------------------------ producing
 
@@ -157,14 +169,14 @@ class KafkaLink:
         self._producer.produce(self.transactions, value, key, on_delivery=delivered)
 
     async def send_label(self, key: bytes, value: bytes) -> None:
-        assert self._producer is not None and self._loop is not None
+        assert self._label_producer is not None and self._loop is not None
         done: asyncio.Future[None] = self._loop.create_future()
 
         def delivered(error: KafkaError | None, _message: Message) -> None:
             self._call(_settle, done, None if error is None else error.str())
 
         try:
-            self._producer.produce(self.labels, value, key, on_delivery=delivered)
+            self._label_producer.produce(self.labels, value, key, on_delivery=delivered)
         except (BufferError, RuntimeError) as exc:
             raise LabelNotDeliveredError(str(exc)) from None
         except Exception as exc:  # KafkaException: unknown topic, fatal producer error
@@ -178,10 +190,11 @@ class KafkaLink:
 
     def _serve(self) -> None:
         """Delivery reports, and a metadata request now and then: is the broker reachable?"""
-        assert self._producer is not None
+        assert self._producer is not None and self._label_producer is not None
         checked = 0.0
         while self._running.is_set():
-            self._producer.poll(0.05)
+            self._producer.poll(0.025)  # failed transactions only
+            self._label_producer.poll(0.025)
             now = time.monotonic()
             if now - checked >= METADATA_EVERY_S:
                 checked = now
