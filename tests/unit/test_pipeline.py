@@ -113,3 +113,22 @@ def test_approvals_can_go_out_before_the_flagged_rows_are_explained() -> None:
     approvals = scored.take(np.flatnonzero(scored.decisions.action_names() == "approve"))
     assert approvals.compute_usd_per_transaction == scored.compute_usd_per_transaction
     assert approvals.reasons == [[] for _ in range(approvals.transactions.num_rows)]
+
+
+def test_a_batch_is_explained_with_the_model_that_scored_it() -> None:
+    """The stream explains on a thread of its own while the loop goes on, so a model may be
+    swapped in between scoring and explaining: the explanation uses the scoring model, and a
+    mismatched one is refused."""
+    features = FeatureEngine().process(_batch())
+    scoring_model = BoosterModel()
+    scorer = BatchScorer(scoring_model, DecisionPolicy(), cpu_second_usd=1.0)
+    whole = scorer.decide(_batch(), features)
+    scored = scorer.decide(_batch(), features, explain=False)
+    newer = BoosterModel()
+    newer.version = "v-newer"
+    scorer.swap_model(newer)
+    with pytest.raises(ValueError, match="v-test explained with v-newer"):
+        scorer.explain_flagged(scored)
+    flagged = scorer.explain_flagged(scored, scoring_model)
+    rows = np.flatnonzero(whole.decisions.action_names() != "approve")
+    assert flagged.reasons == [whole.reasons[i] for i in rows]
