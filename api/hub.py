@@ -17,6 +17,11 @@ one Kafka message and share one answer); a different body is a :class:`ConflictE
 
 Memory is bounded: entries older than ``api.decision_window_s`` or beyond
 ``api.max_stored_decisions`` are forgotten, oldest first (never while a request waits on them).
+
+Garbage collection: an answered entry is kept as a plain tuple of strings, bytes and numbers
+(:class:`Settled` is its named view), which CPython stops tracking for cyclic garbage collection.
+Kept as objects, the up to 100k stored entries were walked by every full collection: 20-80 ms
+stalls of the event loop, several a minute at 500 requests/s (benchmarks/api_load.py's probe).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import bisect
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
@@ -129,6 +134,8 @@ class Link(Protocol):
 
 @dataclass(slots=True, eq=False)
 class Entry:
+    """A transaction a request is waiting for (then it becomes :class:`Settled`)."""
+
     bank_id: str
     transaction_id: str
     request: bytes | None  # the normalised transaction produced; None: learned from the stream
@@ -143,6 +150,30 @@ class Entry:
     @property
     def in_flight(self) -> bool:
         return self.told is None
+
+
+class Settled(NamedTuple):
+    """An answered entry. Stored as ``tuple(settled)``: a plain tuple of atomic values is
+    untracked by the garbage collector, a NamedTuple (a subclass) is not."""
+
+    bank_id: str
+    transaction_id: str
+    request: bytes | None  # as in Entry
+    stored_at: float
+    told: bytes  # the decision the bank was told (JSON)
+    stream: bytes | None  # the stream's decision (JSON), when it arrived
+    degraded: bool
+
+    @property
+    def in_flight(self) -> bool:
+        return False
+
+
+Stored = Entry | tuple[Any, ...]  # what the hub keeps per key: waiting, or a plain Settled tuple
+
+
+def _view(stored: Stored) -> Entry | Settled:
+    return stored if isinstance(stored, Entry) else Settled._make(stored)
 
 
 @dataclass
@@ -240,7 +271,7 @@ class DecisionHub:
         self.limits = limits
         self.metrics = metrics
         self.reviews = ReviewQueue(limits.max_reviews)
-        self._entries: OrderedDict[Key, Entry] = OrderedDict()
+        self._entries: OrderedDict[Key, Stored] = OrderedDict()
         self._reviewing: dict[Key, asyncio.Task[dict[str, Any]]] = {}
         self._wall = wall_clock
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -280,7 +311,7 @@ class DecisionHub:
         seen: dict[str, bytes] = {}
         for transaction, value in zip(transactions, values, strict=True):
             tx_id = transaction.transaction_id
-            entry = self._entries.get((bank_id, tx_id))
+            entry = self._get((bank_id, tx_id))
             earlier = seen.get(tx_id) or (entry.request if entry is not None else None)
             if earlier is not None and earlier != value:
                 raise ConflictError(tx_id, _differing_fields(earlier, value))
@@ -295,14 +326,14 @@ class DecisionHub:
     ) -> tuple[asyncio.Future[bytes], bool]:
         loop = self.loop
         key = (bank_id, transaction.transaction_id)
-        entry = self._entries.get(key)
-        if entry is not None:
-            if entry.told is not None:
+        known = self._get(key)
+        if known is not None:
+            if known.told is not None:
                 done: asyncio.Future[bytes] = loop.create_future()
-                done.set_result(entry.told)
+                done.set_result(known.told)
                 return done, True
-            assert entry.answer is not None
-            return entry.answer, True
+            assert isinstance(known, Entry) and known.answer is not None
+            return known.answer, True
         entry = Entry(bank_id, transaction.transaction_id, value, self._wall(), started)
         answer = entry.answer = loop.create_future()
         self._insert(key, entry)
@@ -340,7 +371,7 @@ class DecisionHub:
         self._answer(entry, compact(orjson.dumps(record)), degraded=True)
 
     def _answer(self, entry: Entry, told: bytes, *, degraded: bool) -> None:
-        entry.told = told
+        entry.told = told  # what a timer or callback still holding the entry will see
         entry.degraded = degraded
         if entry.timer is not None:
             entry.timer.cancel()
@@ -349,6 +380,19 @@ class DecisionHub:
             if not entry.answer.done():
                 entry.answer.set_result(told)
             entry.answer = None
+        key = (entry.bank_id, entry.transaction_id)
+        if self._entries.get(key) is entry:  # (in flight: never evicted; a test may clear)
+            self._entries[key] = tuple(
+                Settled(
+                    entry.bank_id,
+                    entry.transaction_id,
+                    entry.request,
+                    entry.stored_at,
+                    told,
+                    entry.stream,
+                    degraded,
+                )
+            )
         self.metrics.observe_answer(told)
 
     # ---------------------------------------------------------------------- what Kafka says
@@ -357,21 +401,22 @@ class DecisionHub:
         """Decisions read from ``decisions`` (called on the loop by the Kafka thread)."""
         for d in decisions:
             key = (d.bank_id, d.transaction_id)
-            entry = self._entries.get(key)
+            entry = self._get(key)
             if entry is None:
-                entry = Entry(d.bank_id, d.transaction_id, None, d.at, told=d.value, stream=d.value)
-                self._insert(key, entry)
-            elif entry.in_flight:
+                learned = Settled(d.bank_id, d.transaction_id, None, d.at, d.value, d.value, False)
+                self._insert(key, tuple(learned))
+            elif isinstance(entry, Entry):  # in flight
                 entry.stream = d.value
                 self._answer(entry, d.value, degraded=False)
             elif entry.stream is None:
-                entry.stream = d.value  # after the deadline: kept beside the fallback answer
+                # after the deadline: kept beside the fallback answer
+                self._entries[key] = tuple(entry._replace(stream=d.value))
             elif entry.stream != d.value:
-                self._supersede(entry, d)
+                self._supersede(key, entry, d)
             if d.action == "review":
                 self.reviews.add(d.bank_id, d.transaction_id, d.decided_at, d.value)
 
-    def _supersede(self, entry: Entry, d: StreamDecision) -> None:
+    def _supersede(self, key: Key, entry: Settled, d: StreamDecision) -> None:
         """A second decision for a transaction: with read_uncommitted the API can read a decision
         whose Kafka transaction then aborts; the worker recomputes it after restoring its state,
         so the later record is the committed one (docs/api.md, "Answering before the commit").
@@ -379,9 +424,9 @@ class DecisionHub:
         told_action = _action(entry.told)
         changed = not entry.degraded and told_action != d.action
         if entry.request is None:
-            entry.told = d.value  # learned from the stream: this replica told nobody
+            entry = entry._replace(told=d.value)  # learned from the stream: told nobody
             changed = False
-        entry.stream = d.value
+        self._entries[key] = tuple(entry._replace(stream=d.value))
         self.metrics.superseded.labels(
             bank=d.bank_id, action_changed="true" if changed else "false"
         ).inc()
@@ -402,10 +447,18 @@ class DecisionHub:
 
     # ------------------------------------------------------------------------------ reading
 
-    def stored(self, bank_id: str, transaction_id: str) -> Entry | None:
+    def stored(self, bank_id: str, transaction_id: str) -> Settled | None:
         """A decided entry of this bank (never another bank's: the key holds the bank)."""
-        entry = self._entries.get((bank_id, transaction_id))
-        return entry if entry is not None and entry.told is not None else None
+        entry = self._get((bank_id, transaction_id))
+        return entry if isinstance(entry, Settled) else None
+
+    def entries(self) -> Iterator[Entry | Settled]:
+        """Every entry kept, oldest first (waiting or answered)."""
+        return (_view(stored) for stored in list(self._entries.values()))
+
+    def _get(self, key: Key) -> Entry | Settled | None:
+        stored = self._entries.get(key)
+        return None if stored is None else _view(stored)
 
     # ------------------------------------------------------------------------------ reviews
 
@@ -448,15 +501,15 @@ class DecisionHub:
 
     # ------------------------------------------------------------------------------ memory
 
-    def _insert(self, key: Key, entry: Entry) -> None:
-        self._entries[key] = entry
+    def _insert(self, key: Key, stored: Stored) -> None:
+        self._entries[key] = stored
         self._evict()
 
     def _evict(self) -> None:
         entries = self._entries
         horizon = self._wall() - self.limits.window_s
         while entries:
-            oldest = next(iter(entries.values()))
+            oldest = _view(next(iter(entries.values())))
             if len(entries) <= self.limits.max_entries and oldest.stored_at >= horizon:
                 return
             if oldest.in_flight:
@@ -465,9 +518,9 @@ class DecisionHub:
 
     def close(self) -> None:
         """Answer every waiting request now (shutdown): the fallback decides."""
-        for entry in list(self._entries.values()):
-            if entry.in_flight:
-                self._deadline(entry)
+        for stored in list(self._entries.values()):
+            if isinstance(stored, Entry) and stored.in_flight:
+                self._deadline(stored)
 
 
 def _action(decision: bytes | None) -> str:

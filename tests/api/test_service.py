@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -142,6 +143,31 @@ def test_the_store_is_bounded_by_count_and_age_but_never_drops_a_waiting_request
         now[0] += 61
         hub.on_stream_decisions([_record("fresh", now[0])])
         assert len(hub) == 1 and hub.stored("b", "fresh") is not None
+        hub.close()
+
+    asyncio.run(run())
+
+
+def test_answered_decisions_are_kept_out_of_the_garbage_collectors_reach() -> None:
+    """A full collection walks every tracked object; the stored decisions (up to 100k) must not
+    be among them, whether answered to a request or only read from the stream."""
+
+    async def run() -> None:
+        hub = _bound_hub(ApiMetrics(), max_entries=100_000, wall_clock=lambda: 1000.0)
+        loop = asyncio.get_running_loop()
+        asked = [TransactionIn.model_validate(transaction(f"a-{i}")) for i in range(2_000)]
+        gc.collect()
+        tracked_before = len(gc.get_objects())
+        answers = [future for future, _ in hub.submit_many("b", asked, loop.time())]
+        hub.on_stream_decisions([_record(f"a-{i}", 1000.0) for i in range(2_000)])
+        hub.on_stream_decisions([_record(f"read-{i}", 1000.0) for i in range(2_000)])
+        await asyncio.gather(*answers)
+        del answers
+        gc.collect()
+        assert len(hub) == 4_000
+        assert len(gc.get_objects()) - tracked_before < 200  # not one or more per decision
+        assert all(not e.in_flight for e in hub.entries())
+        assert hub.stored("b", "a-7") is not None and hub.stored("b", "read-7") is not None
         hub.close()
 
     asyncio.run(run())

@@ -28,9 +28,7 @@ def carded(transaction_id: str = "tx-1", pan: str = PAN, **fields: Any) -> dict[
 def no_pan_anywhere(harness: Any, caplog: pytest.LogCaptureFixture, *texts: str) -> None:
     """Neither card number in what was produced, kept for idempotency, logged or answered."""
     produced = b"".join(key + value for key, value in harness.stream.sent)
-    stored = b"".join(
-        entry.request or b"" for entry in harness.app.state.services.hub._entries.values()
-    )
+    stored = b"".join(entry.request or b"" for entry in harness.app.state.services.hub.entries())
     logged = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("httpx"))
     for pan in (PAN, OTHER_PAN):
         assert pan.encode() not in produced + stored
