@@ -146,7 +146,10 @@ def build(
             "api_load",
             "api_load.py",
             (
-                *_args("--rates 200 --seconds 10 --warmup 3 --no-long-deadline --history-days 0.5"),
+                *_args(
+                    "--rates 200 --seconds 10 --warmup 3 --stack-warmup-s 15 --no-long-deadline "
+                    "--history-days 0.5"
+                ),
                 "--name",
                 f"{run_id}-api_load",
             )
