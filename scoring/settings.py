@@ -120,9 +120,10 @@ class ScoringSettings(BaseModel):
     max_reasons: int = Field(default=5, ge=1, le=20)
     reasons_method: Literal["shap", "path"] = Field(
         default="shap",
-        description="How reasons are computed. shap: exact TreeSHAP via LightGBM pred_contrib, "
-        "~3.5 ms per explained row on a 450-tree model. path: decision-path contributions, an "
-        "exact decomposition of the raw score but not Shapley values, ~20 µs per row.",
+        description="How reasons are computed. shap: exact TreeSHAP (LightGBM pred_contrib's "
+        "values, computed by scoring/tree_shap.py), ~2 ms per explained row on a 343-tree model. "
+        "path: decision-path contributions, an exact decomposition of the raw score but not "
+        "Shapley values, ~20 µs per row.",
     )
     max_cards: int | None = Field(
         default=10_000_000,

@@ -62,8 +62,9 @@ from scoring.logs import TIMESTAMP, TRANSACTION_SCHEMA
 from scoring.messages import ERROR_HEADER, OutRecord, decision_records, feature_log_records
 from scoring.model_swap import ModelFollower, SwapOutcome
 from scoring.observability import StatusServer
-from scoring.path_contrib import prepare as prepare_paths
 from scoring.pipeline import BatchScorer, ScoredBatch
+from scoring.reasons import ReasonsMethod
+from scoring.reasons import prepare as prepare_reasons
 from scoring.registry import LoadedModel, open_registry
 from scoring.settings import Settings
 from scoring.wire import decode_labels, decode_transactions
@@ -1049,10 +1050,9 @@ def _freeze_long_lived() -> None:
     gc.freeze()
 
 
-def _prepare_reasons(model: LoadedModel, method: str) -> None:
-    """Build the path-contribution arrays now, not on the first flagged batch (~0.3 s)."""
-    if method == "path":
-        prepare_paths(model.booster)
+def _prepare_reasons(model: LoadedModel, method: ReasonsMethod) -> None:
+    """Build the reason method's arrays now, not on the first flagged batch."""
+    prepare_reasons(model.booster, method)
 
 
 def _drift_monitor(model: LoadedModel) -> DriftMonitor | None:

@@ -1,6 +1,7 @@
-"""Reason codes: TreeSHAP (``pred_contrib``) and decision-path contributions.
+"""Reason codes: TreeSHAP and decision-path contributions, both held to LightGBM itself.
 
-The path kernel is held to LightGBM itself: contributions plus bias must equal
+TreeSHAP (``scoring.tree_shap``) must equal LightGBM's ``pred_contrib`` value for value, and the
+path kernel contributions plus bias must equal
 ``booster.predict(X, raw_score=True)`` for every model in ``tests/models`` (categorical splits,
 NaN, zero-as-missing, no-missing, constant and deep trees) on inputs full of NaN, zeros, values
 around LightGBM's zero threshold, negatives, infinities and unseen categories. Per tree the
@@ -26,9 +27,11 @@ from scoring.decision import DecisionPolicy
 from scoring.logs import TIMESTAMP
 from scoring.path_contrib import PathModel, path_contributions, prepare
 from scoring.pipeline import BatchScorer
-from scoring.reasons import contributions, top_reasons
+from scoring.reasons import contributions, lightgbm_shap, top_reasons
 from scoring.records import Decision
 from scoring.settings import ScoringSettings, Settings
+from scoring.tree_shap import ShapModel, shap_contributions
+from scoring.tree_shap import prepare as prepare_shap
 
 MODELS = Path(__file__).resolve().parent / "models"
 MODEL_FILES = sorted(MODELS.glob("*.txt"))
@@ -201,6 +204,7 @@ def test_best_iteration_is_used_like_predict_does() -> None:
     _assert_sums_to_raw_score(booster, X[:200])
     shap = contributions(booster, X[:200], method="shap")
     np.testing.assert_allclose(shap.sum(axis=1), booster.predict(X[:200], raw_score=True))
+    _assert_shap_is_lightgbms(booster, X[:200])
 
 
 def test_random_forest_average_output() -> None:
@@ -214,6 +218,7 @@ def test_random_forest_average_output() -> None:
     _assert_sums_to_raw_score(booster, X)  # LightGBM's raw score of such a model is not averaged
     shap = contributions(booster, X, method="shap")
     np.testing.assert_allclose(shap.sum(axis=1), booster.predict(X, raw_score=True))
+    _assert_shap_is_lightgbms(booster, X)
 
 
 def test_arrays_are_built_once_per_booster() -> None:
@@ -233,6 +238,97 @@ def test_multiclass_models_are_refused() -> None:
     booster = lgb.train(params, lgb.Dataset(X, y), num_boost_round=2)
     with pytest.raises(ValueError, match="single-output"):
         path_contributions(booster, X)
+    with pytest.raises(ValueError, match="single-output"):
+        shap_contributions(booster, X)
+
+
+# ------------------------------------------------------------------------------------------------
+# TreeSHAP equals LightGBM's pred_contrib
+# ------------------------------------------------------------------------------------------------
+
+
+def _assert_shap_is_lightgbms(booster: lgb.Booster, X: np.ndarray) -> None:
+    expected = lightgbm_shap(booster, X)
+    got = shap_contributions(booster, X)
+    assert got.shape == expected.shape == (len(X), booster.num_feature() + 1)
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-10 * scale)
+
+
+@pytest.mark.parametrize("path", MODEL_FILES, ids=lambda p: p.stem)
+def test_tree_shap_is_lightgbms_pred_contrib(path: Path) -> None:
+    booster = _cached_booster(path)
+    rng = np.random.default_rng(sum(path.stem.encode()) + 1)
+    _assert_shap_is_lightgbms(booster, _hostile_inputs(rng, 1500, booster.num_feature()))
+    columns = booster.num_feature()
+    rows = [np.full(columns, v) for v in [*SPECIAL, np.nan]]
+    for column in range(columns):
+        for v in SPECIAL[::3]:
+            row = np.full(columns, np.nan)
+            row[column] = v
+            rows.append(row)
+    _assert_shap_is_lightgbms(booster, np.array(rows))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(model=st.sampled_from(MODEL_FILES), data=st.data())
+def test_tree_shap_is_lightgbms_for_any_input(model: Path, data: Any) -> None:
+    booster = _cached_booster(model)
+    X = data.draw(
+        hnp.arrays(
+            np.float64,
+            st.tuples(st.integers(1, 10), st.just(booster.num_feature())),
+            elements=_ELEMENT,
+        )
+    )
+    _assert_shap_is_lightgbms(booster, X)
+
+
+def test_tree_shap_on_deep_trees_with_repeated_features() -> None:
+    """Depth 15+ paths that split on the same few features again and again: the one-fraction
+    of a feature is the AND of all its splits, its zero-fraction their product, and the
+    quadrature must stay exact for the longest paths."""
+    rng = np.random.default_rng(21)
+    X = rng.normal(size=(6000, 3))
+    y = (np.sin(3 * X[:, 0]) + np.cos(2 * X[:, 1]) + 0.2 * rng.normal(size=6000) > 0.3).astype(int)
+    params = {**PARAMS, "num_leaves": 255, "max_depth": -1, "min_data_in_leaf": 2}
+    booster = lgb.train(params, lgb.Dataset(X, y), num_boost_round=5)
+    model = prepare_shap(booster)
+    assert int(np.diff(model.first).max()) <= 3  # distinct features on a path
+    assert max(_depth(t["tree_structure"]) for t in booster.dump_model()["tree_info"]) >= 15
+    _assert_shap_is_lightgbms(booster, _hostile_inputs(rng, 300, 3))
+
+
+def test_tree_shap_stays_exact_on_paths_of_many_distinct_features() -> None:
+    """The quadrature's degree grows with the distinct features on a path (up to 21 on the
+    champion): a model whose paths hold 16 and more must still match LightGBM."""
+    rng = np.random.default_rng(23)
+    X = rng.normal(size=(8000, 30))
+    y = (np.sin(X * 2).sum(axis=1) + 0.3 * rng.normal(size=8000) > 0).astype(int)
+    params = {**PARAMS, "num_leaves": 4000, "min_data_in_leaf": 1, "min_sum_hessian_in_leaf": 0}
+    booster = lgb.train(params, lgb.Dataset(X, y), num_boost_round=3)
+    assert int(np.diff(prepare_shap(booster).first).max()) >= 16
+    _assert_shap_is_lightgbms(booster, _hostile_inputs(rng, 200, 30))
+
+
+def _depth(node: dict[str, Any]) -> int:
+    if "split_feature" not in node:
+        return 0
+    return 1 + max(_depth(node["left_child"]), _depth(node["right_child"]))
+
+
+def test_tree_shap_tables_are_built_once_per_booster_and_rebuilt_when_it_grows() -> None:
+    rng = np.random.default_rng(22)
+    X = rng.normal(size=(2000, 4))
+    y = (X[:, 0] + X[:, 3] > 0).astype(int)
+    booster = lgb.train(PARAMS, lgb.Dataset(X, y), num_boost_round=3, keep_training_booster=True)
+    first = prepare_shap(booster)
+    assert prepare_shap(booster) is first and isinstance(first, ShapModel)
+    booster.update()  # one more tree
+    assert prepare_shap(booster) is not first
+    _assert_shap_is_lightgbms(booster, X[:50])
+    with pytest.raises(ValueError, match="X must be"):
+        shap_contributions(booster, np.zeros((2, 5)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -293,7 +389,7 @@ def test_unknown_method_is_refused() -> None:
         top_reasons(booster, X, booster.feature_name(), method="lime")  # type: ignore[arg-type]
 
 
-def test_shap_runs_single_threaded(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lightgbms_reference_runs_single_threaded(monkeypatch: pytest.MonkeyPatch) -> None:
     booster = _booster(MODELS / "single_tree.txt")
     seen: dict[str, Any] = {}
     original = booster.predict
@@ -303,8 +399,11 @@ def test_shap_runs_single_threaded(monkeypatch: pytest.MonkeyPatch) -> None:
         return original(X, **kwargs)
 
     monkeypatch.setattr(booster, "predict", spy)
-    top_reasons(booster, np.zeros((2, booster.num_feature())), booster.feature_name())
+    lightgbm_shap(booster, np.zeros((2, booster.num_feature())))
     assert seen["pred_contrib"] is True and seen["num_threads"] == 1
+    seen.clear()
+    top_reasons(booster, np.zeros((2, booster.num_feature())), booster.feature_name())
+    assert seen == {}  # the reasons themselves come from scoring.tree_shap
 
 
 def test_shap_and_path_agree_on_a_stump() -> None:
