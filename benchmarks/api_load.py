@@ -656,6 +656,12 @@ def run_one(
         ),
         "degraded_share": float(degraded.mean()) if degraded.size else None,
         "degraded": int(degraded.sum()),
+        # When the tail happened: a steady trickle, or a few stalls (one stall of the worker or
+        # broker shows as one busy second here)?
+        "degraded_per_second": np.bincount(
+            (data["scheduled"][measured][ok][degraded] - warmup).astype(np.int64),
+            minlength=int(seconds),
+        ).tolist(),
         "actions": {a: int((actions == i).sum()) for i, a in enumerate(ACTIONS)},
         "stream_latency_ms": _pct(data["stream_ms"][measured][ok][~degraded]),
         "connections_peak": int(data["connections"][0]),
