@@ -126,15 +126,19 @@ def test_path_contributions_plus_bias_are_lightgbms_raw_score(path: Path) -> Non
     booster = _booster(path)
     rng = np.random.default_rng(sum(path.stem.encode()))
     _assert_sums_to_raw_score(booster, _hostile_inputs(rng, 4000, booster.num_feature()))
-    # Every special value in every column, one row each (and the all-NaN / all-zero rows).
-    columns = booster.num_feature()
+    _assert_sums_to_raw_score(booster, _special_rows(booster.num_feature()))
+
+
+def _special_rows(columns: int, every: int = 1) -> np.ndarray:
+    """Every ``every``-th special value in every column, one row each, the others NaN; and each
+    special value in all columns at once (with the all-NaN row)."""
     rows = [np.full(columns, v) for v in [*SPECIAL, np.nan]]
     for column in range(columns):
-        for v in SPECIAL:
+        for v in SPECIAL[::every]:
             row = np.full(columns, np.nan)
             row[column] = v
             rows.append(row)
-    _assert_sums_to_raw_score(booster, np.array(rows))
+    return np.array(rows)
 
 
 _ELEMENT = st.one_of(
@@ -153,14 +157,13 @@ _ELEMENT = st.one_of(
 )
 def test_path_contributions_sum_to_the_raw_score_for_any_input(model: Path, data: Any) -> None:
     booster = _cached_booster(model)
-    X = data.draw(
-        hnp.arrays(
-            np.float64,
-            st.tuples(st.integers(1, 20), st.just(booster.num_feature())),
-            elements=_ELEMENT,
-        )
+    _assert_sums_to_raw_score(booster, _drawn_rows(data, booster.num_feature(), most=20))
+
+
+def _drawn_rows(data: Any, columns: int, *, most: int) -> np.ndarray:
+    return data.draw(
+        hnp.arrays(np.float64, st.tuples(st.integers(1, most), st.just(columns)), elements=_ELEMENT)
     )
-    _assert_sums_to_raw_score(booster, X)
 
 
 _BOOSTERS: dict[Path, lgb.Booster] = {}
@@ -260,28 +263,14 @@ def test_tree_shap_is_lightgbms_pred_contrib(path: Path) -> None:
     booster = _cached_booster(path)
     rng = np.random.default_rng(sum(path.stem.encode()) + 1)
     _assert_shap_is_lightgbms(booster, _hostile_inputs(rng, 1500, booster.num_feature()))
-    columns = booster.num_feature()
-    rows = [np.full(columns, v) for v in [*SPECIAL, np.nan]]
-    for column in range(columns):
-        for v in SPECIAL[::3]:
-            row = np.full(columns, np.nan)
-            row[column] = v
-            rows.append(row)
-    _assert_shap_is_lightgbms(booster, np.array(rows))
+    _assert_shap_is_lightgbms(booster, _special_rows(booster.num_feature(), every=3))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(model=st.sampled_from(MODEL_FILES), data=st.data())
 def test_tree_shap_is_lightgbms_for_any_input(model: Path, data: Any) -> None:
     booster = _cached_booster(model)
-    X = data.draw(
-        hnp.arrays(
-            np.float64,
-            st.tuples(st.integers(1, 10), st.just(booster.num_feature())),
-            elements=_ELEMENT,
-        )
-    )
-    _assert_shap_is_lightgbms(booster, X)
+    _assert_shap_is_lightgbms(booster, _drawn_rows(data, booster.num_feature(), most=10))
 
 
 def test_tree_shap_on_deep_trees_with_repeated_features() -> None:

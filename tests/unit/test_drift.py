@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from scoring.drift import SCORE, WARN_PSI, DriftMonitor, psi, reference_from, reference_of
+from scoring.drift import (
+    SCORE,
+    WARN_PSI,
+    DriftMonitor,
+    _bucket,
+    psi,
+    reference_from,
+    reference_of,
+)
 
 NAMES = ["amount", "count", "sparse"]
 
@@ -61,6 +69,34 @@ def test_recent_traffic_outweighs_old_traffic() -> None:
     for _ in range(20):  # back to normal for 20 half-lives
         monitor.update(*_rows(rng, 5_000))
     assert monitor.psi()["amount"] < 0.05
+
+
+def test_live_counts_bin_values_as_the_reference_does() -> None:
+    """The monitor's kernel puts every value where the reference's numpy bucketing puts it:
+    values equal to an edge go right of it, NaN into the last bin, beyond the edges at the ends."""
+    rng = np.random.default_rng(5)
+    X, scores = _rows(rng, 5_000)
+    reference = reference_from(X, scores, NAMES)
+    live, live_scores = _rows(rng, 3_000, shift=0.5)
+    edges = reference["amount"]["edges"]
+    live[:40, NAMES.index("amount")] = np.repeat(edges, 40 // len(edges) + 1)[:40]  # on edges
+    live[40:45, NAMES.index("amount")] = [-1e9, 1e9, np.inf, -np.inf, np.nan]
+    monitor = DriftMonitor(reference, NAMES, half_life_rows=1e12)  # no decay within the test
+    monitor.update(live[:1000], live_scores[:1000])
+    monitor.update(live[1000:], live_scores[1000:])
+    for j, name in enumerate(NAMES):
+        expected = np.bincount(
+            _bucket(live[:, j], reference[name]["edges"]),
+            minlength=len(reference[name]["edges"]) + 2,
+        )
+        np.testing.assert_allclose(monitor.counts(name), expected)
+    np.testing.assert_allclose(
+        monitor.counts(SCORE),
+        np.bincount(
+            _bucket(live_scores, reference[SCORE]["edges"]),
+            minlength=len(reference[SCORE]["edges"]) + 2,
+        ),
+    )
 
 
 def test_psi_is_zero_for_equal_shares_and_finite_for_empty_bins() -> None:
