@@ -129,11 +129,11 @@ class CheckpointStore:
 
 class BackgroundWriter:
     """Writes checkpoints on a thread of its own, one at a time, so the loop does not stop for
-    the label index's table, the ``.npz`` and the fsyncs (~300 ms at 100k remembered
-    transactions, measured in benchmarks/api_load.py: a deadline miss for every transaction in
-    flight). The loop hands over the engine snapshot and a copy of the index's entries, taken
-    between batches, so the checkpoint is the state at ``positions`` however far the loop has
-    moved on meanwhile."""
+    the engine's serialisation, the label index's table, the ``.npz`` and the fsyncs (~300 ms at
+    100k remembered transactions, measured in benchmarks/api_load.py: a deadline miss for every
+    transaction in flight). The loop hands over copies taken between batches (the engine's
+    :meth:`~scoring.features.engine.FeatureEngine.capture`, the index's entries), so the
+    checkpoint is the state at ``positions`` however far the loop has moved on meanwhile."""
 
     def __init__(self, store: CheckpointStore, on_saved: Callable[[Path], None]) -> None:
         self.store = store
@@ -147,7 +147,7 @@ class BackgroundWriter:
     def submit(
         self,
         positions: dict[SourceId, int],
-        engine: bytes,
+        engine: Callable[[], bytes],
         label_index: Callable[[], pa.Table],
     ) -> bool:
         """Start writing; False (nothing done) while the previous checkpoint is being written."""
@@ -167,10 +167,13 @@ class BackgroundWriter:
             self._thread.join(timeout)
 
     def _write(
-        self, positions: dict[SourceId, int], engine: bytes, label_index: Callable[[], pa.Table]
+        self,
+        positions: dict[SourceId, int],
+        engine: Callable[[], bytes],
+        label_index: Callable[[], pa.Table],
     ) -> None:
         try:
-            path = self.store.save(positions, engine, label_index())
+            path = self.store.save(positions, engine(), label_index())
         except Exception:  # a full or read-only disk: the next interval tries again
             log.exception("writing a checkpoint failed; the previous ones stay usable")
             return

@@ -474,7 +474,7 @@ class Worker:
             self.index.evict(mark)
         entries = self.index.entries()
         self.checkpoint_writer.submit(
-            self.merge.positions(), self.engine.snapshot(), lambda: table_of(entries)
+            self.merge.positions(), self.engine.capture(), lambda: table_of(entries)
         )
         self._last_checkpoint = time.monotonic()
 

@@ -152,13 +152,18 @@ def test_snapshot_restore_continues_exactly(events: list[dict], data: st.DataObj
     early = pa.array(label_effective_ms(reported) < cut)
     first = FeatureEngine()
     head = first.process(transactions.slice(0, split), events_table.filter(early))
+    captured = first.capture()  # serialised below, after the engine has moved on
     restored = FeatureEngine.restore(first.snapshot())
     np.testing.assert_array_equal(restored.card_f, first.card_f)
     np.testing.assert_array_equal(restored.card_i, first.card_i)
     assert restored.cards.slots == first.cards.slots
-    tail = restored.process(
-        transactions.slice(split), events_table.filter(pa.compute.invert(early))
-    )
+    later_events = events_table.filter(pa.compute.invert(early))
+    first.process(transactions.slice(split), later_events)
+    from_capture = FeatureEngine.restore(captured())
+    np.testing.assert_array_equal(from_capture.card_f, restored.card_f)
+    np.testing.assert_array_equal(from_capture.card_i, restored.card_i)
+    assert from_capture.cards.slots == restored.cards.slots
+    tail = restored.process(transactions.slice(split), later_events)
     np.testing.assert_array_equal(np.vstack([head, tail]), whole)
 
 

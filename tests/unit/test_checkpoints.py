@@ -210,9 +210,9 @@ def test_the_background_writer_saves_one_checkpoint_at_a_time(tmp_path: Path) ->
         return index_table()
 
     writer = BackgroundWriter(checkpoints, saved.append)
-    assert writer.submit(positions(5), engine_bytes(5), slow_table)
+    assert writer.submit(positions(5), lambda: engine_bytes(5), slow_table)
     assert writer.busy
-    assert not writer.submit(positions(6), engine_bytes(6), index_table)
+    assert not writer.submit(positions(6), lambda: engine_bytes(6), index_table)
     release.set()
     writer.wait(10)
     assert not writer.busy
@@ -233,12 +233,12 @@ def test_a_failed_background_write_is_logged_and_the_older_checkpoints_stay(
         raise OSError("No space left on device")
 
     writer = BackgroundWriter(checkpoints, saved.append)
-    assert writer.submit(positions(2), engine_bytes(2), broken)
+    assert writer.submit(positions(2), lambda: engine_bytes(2), broken)
     writer.wait(10)
     assert saved == []
     assert "writing a checkpoint failed" in caplog.text and "No space left" in caplog.text
     found = checkpoints.newest(anything)
     assert found is not None and found.positions == positions(1)
-    assert writer.submit(positions(3), engine_bytes(3), index_table)  # free again
+    assert writer.submit(positions(3), lambda: engine_bytes(3), index_table)  # free again
     writer.wait(10)
     assert len(saved) == 1
