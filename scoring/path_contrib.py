@@ -172,12 +172,19 @@ class PathModel:
             bias=float(root_values.sum()),
         )
 
-    def contributions(self, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        """``(rows, num_features + 1)``: per-feature contributions, bias in the last column."""
+    def rows_and_output(
+        self, X: npt.ArrayLike
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """``X`` checked and made contiguous float64, and the zeroed ``(rows, num_features + 1)``
+        contributions array a kernel fills (the bias column last)."""
         rows = np.ascontiguousarray(X, dtype=np.float64)
         if rows.ndim != 2 or rows.shape[1] != self.num_features:
             raise ValueError(f"X must be (rows, {self.num_features}), got {rows.shape}")
-        out = np.zeros((rows.shape[0], self.num_features + 1), dtype=np.float64)
+        return rows, np.zeros((rows.shape[0], self.num_features + 1), dtype=np.float64)
+
+    def contributions(self, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """``(rows, num_features + 1)``: per-feature contributions, bias in the last column."""
+        rows, out = self.rows_and_output(X)
         _path_contrib_kernel(
             rows,
             self.roots,

@@ -141,10 +141,7 @@ class ShapModel:
     def contributions(self, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """``(rows, num_features + 1)`` SHAP values in log-odds, the bias in the last column."""
         p = self.paths
-        rows = np.ascontiguousarray(X, dtype=np.float64)
-        if rows.ndim != 2 or rows.shape[1] != p.num_features:
-            raise ValueError(f"X must be (rows, {p.num_features}), got {rows.shape}")
-        out = np.zeros((rows.shape[0], p.num_features + 1), dtype=np.float64)
+        rows, out = p.rows_and_output(X)
         taken = _taken_children(
             rows,
             p.feature,
