@@ -95,6 +95,9 @@ class DriftMonitor:
             self._edges[c, : len(column_edges)] = column_edges
         self._counts = np.zeros((len(monitored), widest + 2), dtype=np.float64)
         self._monitored = monitored
+        # Compile the kernel (or load it from numba's cache) now, not on the first batch: compiling
+        # holds the GIL, which would stop the worker's loop for seconds.
+        _add_decayed(np.empty((0, len(monitored))), self._edges, self._n_edges, self._counts, 1.0)
         self.half_life_rows = half_life_rows
         self.rows = 0.0  # decayed row count
 

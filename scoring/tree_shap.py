@@ -201,6 +201,9 @@ def prepare(booster: lgb.Booster) -> ShapModel:
         model = _cache.get(booster)
         if model is None or model.paths is not paths:
             model = ShapModel.from_paths(paths)
+            # Compile the kernels (or load them from numba's cache) now: compiling holds the
+            # GIL for seconds, which on the first flagged row would stop the worker's loop.
+            model.contributions(np.full((1, paths.num_features), np.nan))
             _cache[booster] = model
         return model
 
