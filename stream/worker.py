@@ -63,7 +63,6 @@ from scoring.messages import ERROR_HEADER, OutRecord, decision_records, feature_
 from scoring.model_swap import ModelFollower, SwapOutcome
 from scoring.observability import StatusServer
 from scoring.pipeline import BatchScorer, ScoredBatch
-from scoring.reasons import ReasonsMethod
 from scoring.reasons import prepare as prepare_reasons
 from scoring.registry import LoadedModel, open_registry
 from scoring.settings import Settings
@@ -125,7 +124,7 @@ class Worker:
             max_reasons=settings.scoring.max_reasons,
             reasons_method=settings.scoring.reasons_method,
         )
-        _prepare_reasons(model, settings.scoring.reasons_method)
+        prepare_reasons(model.booster, settings.scoring.reasons_method)
         self.metrics.serve_model(model.version)
         self.drift = _drift_monitor(model)
         self._drift_exported = time.monotonic()
@@ -984,7 +983,7 @@ class Worker:
             self.scorer.swap_model(outcome.model)
             self.metrics.serve_model(outcome.model.version)
             self.drift = _drift_monitor(outcome.model)  # drift is against the new training data
-            _prepare_reasons(outcome.model, self.settings.scoring.reasons_method)
+            prepare_reasons(outcome.model.booster, self.settings.scoring.reasons_method)
             self.metrics.drift_psi.clear()
         if self.shadow_follower is not None and self.shadow is not None:
             outcome = self.shadow_follower.ready(self._canary_rows)
@@ -1048,11 +1047,6 @@ def _freeze_long_lived() -> None:
     (api/app.py)."""
     gc.collect()
     gc.freeze()
-
-
-def _prepare_reasons(model: LoadedModel, method: ReasonsMethod) -> None:
-    """Build the reason method's arrays now, not on the first flagged batch."""
-    prepare_reasons(model.booster, method)
 
 
 def _drift_monitor(model: LoadedModel) -> DriftMonitor | None:
