@@ -131,7 +131,8 @@ class WorkerMetrics:
         )
         self.restores = Counter(
             "fraudstream_stream_restores",
-            "State restores, by cause (start, rebalance, abort) and source (checkpoint, rebuild).",
+            "State restores, by cause (start, rebalance, abort, membership, stalled) and source "
+            "(checkpoint, rebuild).",
             ["cause", "source"],
             registry=r,
         )
@@ -165,10 +166,11 @@ class WorkerMetrics:
             "stream.max_buffered_messages (backpressure).",
             registry=r,
         )
-        self.commit_retries = Counter(
-            "fraudstream_stream_commit_retries",
-            "Kafka transaction calls (send offsets, commit) retried after a retriable error such "
-            "as a timeout: the broker was slow or unreachable.",
+        self.transaction_stalls = Counter(
+            "fraudstream_stream_transaction_stalls",
+            "Kafka transaction calls (init, send offsets, commit, abort) that timed out, hung or "
+            "failed with a retriable error (the broker slow or away); each replaced the "
+            "transactional producer, and the transaction was redone from a checkpoint.",
             registry=r,
         )
         for entity in ("card", "merchant", "terminal"):

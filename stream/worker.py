@@ -28,13 +28,11 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import os
 import signal
 import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +47,6 @@ from confluent_kafka import (
     KafkaError,
     KafkaException,
     Message,
-    Producer,
     TopicPartition,
 )
 
@@ -72,6 +69,11 @@ from stream.label_index import LabelIndex, table_of
 from stream.merge import LABELS, TRANSACTIONS, EventTimeMerge, RejectedMessage, SourceId, Step
 from stream.metrics import WorkerMetrics
 from stream.topics import PRODUCER_PARTITIONER, TopicNames
+from stream.transactional import (
+    ProducerUnavailableError,
+    TransactionalProducer,
+    TransactionStalledError,
+)
 
 log = logging.getLogger("fraudstream.worker")
 SOURCE_HEADER = "fraudstream-source"  # topic/partition/offset of a dead letter's original
@@ -80,11 +82,6 @@ DAY_MS = 86_400_000
 HIGH_REFRESH_S = 0.1  # how often an unknown end offset is asked of the broker
 DRIFT_EXPORT_S = 10.0  # PSI over ~50k decayed rows moves slowly; no need to recompute it often
 DRIFT_WARN_EVERY_S = 300.0
-# A transaction call still running this long after its own timeout is wedged inside librdkafka
-# (seen in tests/chaos: send_offsets_to_transaction when the broker restarted and the group fenced
-# the member mid-call); the worker exits with this code and its supervisor restarts it.
-TXN_CALL_GRACE_S = 30.0
-EXIT_TXN_HUNG = 70  # EX_SOFTWARE
 
 
 @dataclass
@@ -185,7 +182,7 @@ class Worker:
         self._membership_fatal: KafkaError | None = None
         self._txn: OpenTransaction | None = None
         self._data: Any = None
-        self._producer: Any = None
+        self._producer: TransactionalProducer | None = None
         self._status: StatusServer | None = None
 
     # ------------------------------------------------------------------------------ lifecycle
@@ -223,10 +220,18 @@ class Worker:
                 self.scorer.model.version,
                 sorted(self.owned),
             )
-            while self._running and (deadline is None or time.monotonic() < deadline):
-                self._iteration()
-            if self._txn is not None:
-                self._commit_open()
+            try:
+                while self._running and (deadline is None or time.monotonic() < deadline):
+                    self._iteration()
+                if self._txn is not None:
+                    self._commit_open()
+            except ProducerUnavailableError:
+                if self._running:
+                    raise
+                # Stopped while waiting for the broker: the open transaction is fenced by the
+                # next incarnation, and no checkpoint is written of the state it ran ahead in.
+                log.warning("stopping while the broker is away; the open transaction is dropped")
+                self._restore_cause = "stalled"
             self.checkpoint_writer.wait()
             if self._restore_cause is None:  # not a state an aborted transaction ran ahead in
                 self._write_checkpoint()
@@ -255,7 +260,7 @@ class Worker:
                 "fetch.max.bytes": 52_428_800,
             }
         )
-        self._producer = Producer(
+        self._producer = TransactionalProducer(
             {
                 **base,
                 "transactional.id": f"{self.config.group_id}.{self.instance}",
@@ -271,9 +276,11 @@ class Worker:
                 "queue.buffering.max.kbytes": 262_144,
                 "transaction.timeout.ms": 60_000,
                 "partitioner": PRODUCER_PARTITIONER,
-            }
+            },
+            keep_waiting=lambda: self._running,
+            on_stall=self._on_stall,
         )
-        self._producer.init_transactions(30)  # fences an earlier incarnation of this instance
+        self._producer.start()  # fences an earlier incarnation of this instance
         metadata = self._data.list_topics(timeout=30)
         for topic in (self.topics.transactions, self.topics.labels, self.topics.model_updates):
             described = metadata.topics.get(topic)
@@ -402,7 +409,15 @@ class Worker:
         if not self.owned:
             return {}
         asked = [TopicPartition(self.topics.transactions, p) for p in sorted(self.owned)]
-        answer = self._membership.committed(asked, timeout=30)
+        while True:
+            try:
+                answer = self._membership.committed(asked, timeout=30)
+                break
+            except KafkaException as exc:  # the broker is away: wait for it, as the commit does
+                if not exc.args[0].retriable() or not self._running:
+                    raise
+                log.warning("asking the group's committed offsets: %s; asking again", exc)
+                self._heartbeat = time.monotonic()
         return {tp.partition: max(tp.offset, 0) for tp in answer}
 
     def _check_assignment(self) -> None:
@@ -800,12 +815,14 @@ class Worker:
         if self._txn is None:
             return  # the transaction aborted: the batch is redone after the restore
         model = self.scorer.model  # the one that scored the batch, even if swapped meanwhile
+        producer = self._producer
+        assert producer is not None
         assert model.version == scored.model_version
 
         def explain_and_send() -> ScoredBatch:
             explained = self.scorer.explain_flagged(scored, model)
             self.metrics.stage.labels(stage="reasons").observe(explained.stage_seconds["reasons"])
-            self._produce(self.topics.decisions, self._encode(explained, arrived_ms))
+            producer.produce(self.topics.decisions, self._encode(explained, arrived_ms))
             return explained
 
         self._explaining.append(self._explainer.submit(explain_and_send))
@@ -831,12 +848,14 @@ class Worker:
         if self._restore_cause is not None:
             return  # a transaction of this batch aborted: it is redone after the restore
         started = time.perf_counter()
+        producer = self._producer
+        assert producer is not None
         try:
             if self._txn is None:
-                self._producer.begin_transaction()
+                producer.begin()
                 self._txn = OpenTransaction(time.monotonic())
             for topic, records in outputs:
-                self._produce(topic, records)
+                producer.produce(topic, records)
         except KafkaException as exc:
             self._txn = None
             self._settle_explanations()  # they must not produce into the next transaction
@@ -846,32 +865,23 @@ class Worker:
         self.metrics.stage.labels(stage="produce").observe(time.perf_counter() - started)
 
     def _commit_open(self) -> None:
-        """Commit the open transaction with its offsets; on a retriable failure the worker waits
-        for the broker, on an abortable one it aborts and redoes the transaction's batches."""
-        assert self._txn is not None
+        """Commit the open transaction with its offsets. If that fails, the transaction is
+        aborted (by the producer's replacement if a call stalled: stream/transactional.py) and its
+        batches are redone after a restore."""
+        assert self._txn is not None and self._producer is not None
         offsets, self._txn = self._txn.offsets, None
         started = time.perf_counter()
-        producer = self._producer
         try:
             failed = self._settle_explanations()
             if failed is not None:
                 raise failed
             if offsets and not self._still_owns(offsets):
                 raise MembershipLostError("before sending the offsets")
-            if offsets:
-                self._retrying(
-                    "sending offsets",
-                    lambda: producer.send_offsets_to_transaction(
-                        [
-                            TopicPartition(self.topics.transactions, p, o)
-                            for p, o in sorted(offsets.items())
-                        ],
-                        self._membership.consumer_group_metadata(),
-                        30,
-                    ),
-                    still_valid=lambda: self._still_owns(offsets),
-                )
-            self._retrying("committing", lambda: producer.commit_transaction(60))
+            topic = self.topics.transactions
+            self._producer.commit(
+                [TopicPartition(topic, p, o) for p, o in sorted(offsets.items())],
+                self._membership.consumer_group_metadata() if offsets else None,
+            )
         except KafkaException as exc:
             self._abort(exc)
             return
@@ -880,8 +890,11 @@ class Worker:
             # transaction calls hang (seen in tests/chaos: a broker restart outlasting the
             # session): drop the transaction and redo it once the group has answered.
             log.warning("group membership lost %s; aborting the transaction, redoing it", lost)
-            producer.abort_transaction(60)
+            self._producer.abort()
             self._restore_cause = "membership"
+            return
+        except TransactionStalledError:
+            self._restore_cause = "stalled"  # the new producer's epoch aborted the transaction
             return
         self.committed.update(offsets)
         self.metrics.stage.labels(stage="commit").observe(time.perf_counter() - started)
@@ -893,70 +906,19 @@ class Worker:
         if not error.txn_requires_abort():
             raise exc
         log.warning("transaction aborted (%s); restoring state and redoing it", error)
-        self._producer.abort_transaction(60)
+        assert self._producer is not None
+        self._producer.abort()
         self._restore_cause = "abort"
 
-    def _retrying(
-        self, what: str, call: Any, still_valid: Callable[[], bool] | None = None
-    ) -> None:
-        """``call`` again while it fails with a retriable error (a timeout: the broker is slow or
-        away). librdkafka allows exactly this for the transaction calls; the worker waits for the
-        broker instead of exiting, and takes no new input meanwhile (backpressure). A retry that
-        ``still_valid`` refuses (the membership was lost meanwhile) raises MembershipLostError."""
-        while True:
-            try:
-                self._bounded(what, call)
-                return
-            except KafkaException as exc:
-                error = exc.args[0]
-                if not error.retriable() or error.txn_requires_abort() or error.fatal():
-                    raise
-                if still_valid is not None and not still_valid():
-                    raise MembershipLostError(f"while {what}") from exc
-                self.metrics.commit_retries.inc()
-                log.warning("%s the Kafka transaction: %s; retrying", what, error)
-                self._heartbeat = time.monotonic()  # waiting on the broker is not a hang
-
-    def _bounded(self, what: str, call: Callable[[], object]) -> None:
-        """``call`` (a transaction call with a timeout of at most 60 s) on a helper thread. If it
-        has not returned ``TXN_CALL_GRACE_S`` after that timeout, librdkafka is wedged and nothing
-        in this process can unwedge it: exit at once. That is a crash like SIGKILL, which the
-        design makes safe: the restarted worker fences this one's transaction (aborted, never
-        visible) and restores from a checkpoint."""
-        finished = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                call()
-            except BaseException as exc:  # re-raised on the loop's thread below
-                failure.append(exc)
-            finally:
-                finished.set()
-
-        threading.Thread(target=run, name="kafka-transaction-call", daemon=True).start()
-        if not finished.wait(60.0 + TXN_CALL_GRACE_S):
-            log.critical(
-                "%s the Kafka transaction has not returned for %.0f s (wedged in librdkafka); "
-                "exiting with code %d so that the supervisor restarts the worker",
-                what,
-                60.0 + TXN_CALL_GRACE_S,
-                EXIT_TXN_HUNG,
-            )
-            logging.shutdown()
-            os._exit(EXIT_TXN_HUNG)
-        if failure:
-            raise failure[0]
-
-    def _produce(self, topic: str, records: list[OutRecord]) -> None:
-        produce = self._producer.produce
-        for key, value, headers in records:
-            while True:
-                try:
-                    produce(topic, value, key, headers=headers)
-                    break
-                except BufferError:  # local queue full: let librdkafka send some
-                    self._producer.poll(0.05)
+    def _on_stall(self, what: str, why: str) -> None:
+        self.metrics.transaction_stalls.inc()
+        log.warning(
+            "%s the Kafka transaction stalled (%s); replacing the producer and redoing the "
+            "transaction from a checkpoint",
+            what,
+            why,
+        )
+        self._heartbeat = time.monotonic()  # waiting on the broker is not a hang
 
     def _count_decisions(self, scored: ScoredBatch) -> None:
         banks = [b or "" for b in scored.transactions.column("bank_id").to_pylist()]
@@ -1090,6 +1052,4 @@ def _close_quietly(consumer: Consumer) -> None:
 
 
 def _in_main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()

@@ -739,8 +739,9 @@ class ChaosRun:
         )
 
 
-# Longer than the worker's own bound on a wedged transaction call (60 s + 30 s, then it exits
-# with EXIT_TXN_HUNG): a hung worker says so itself before it gets SIGABRT.
+# Longer than the worker's own bound on a stalled transaction call (15 s + 5 s, then it replaces
+# its producer, and exits with EXIT_TXN_HUNG if calls pile up stuck): a hung worker says so
+# itself before it gets SIGABRT.
 STOP_TIMEOUT_S = 100.0
 OUTAGE_SLACK_S = 5.0
 NO_EXIT = 999  # the exit code recorded for a process that ignored SIGTERM (then killed)

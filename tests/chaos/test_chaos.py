@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from scoring.registry import ModelRegistry
-from stream.worker import EXIT_TXN_HUNG
+from stream.transactional import EXIT_TXN_HUNG
 from tests.chaos.harness import CI_SCHEDULE, ChaosRun
 from training.simulator import SimulationConfig, simulate
 from training.train import train_and_register
@@ -66,8 +66,9 @@ def test_faults_change_no_decision(
     assert report.checked == report.transactions
     assert report.feature_rows_missing == 0 and report.feature_rows_duplicated == 0, where
     assert report.feature_mismatched == 0, f"{report.feature_mismatched} vectors differ {where}"
-    # 0: a clean exit after SIGTERM; EXIT_TXN_HUNG: the worker found a Kafka transaction call
-    # wedged in librdkafka after a broker restart and exited to be restarted (docs/reliability.md)
+    # 0: a clean exit after SIGTERM; EXIT_TXN_HUNG: Kafka transaction calls piled up stuck in
+    # librdkafka after a broker restart and the worker exited to be restarted
+    # (stream/transactional.py, docs/reliability.md)
     assert all(code in (0, EXIT_TXN_HUNG) for code in report.exits.values()), report.exits
     assert all(e["exit"] == EXIT_TXN_HUNG for e in report.unplanned_exits), report.unplanned_exits
     print(f"exits after SIGTERM {report.exits}; unplanned {report.unplanned_exits}")

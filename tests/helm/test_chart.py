@@ -1266,7 +1266,7 @@ def test_metrics_md_lists_the_contract() -> None:
         "fraudstream_feature_state_evictions_total",
         "fraudstream_stream_buffered_messages",
         "fraudstream_stream_paused_partitions",
-        "fraudstream_stream_commit_retries_total",
+        "fraudstream_stream_transaction_stalls_total",
     }
     for name, kind in metrics.items():
         assert kind in ("counter", "gauge", "histogram")
