@@ -422,6 +422,8 @@ class Worker:
 
     def _check_assignment(self) -> None:
         self._assignment_changed = False
+        if self._restore_cause is not None:
+            return  # the restore that follows reads the group's offsets and rewinds anyway
         offsets = self._group_offsets()
         positions = self.merge.positions()
         ahead = [p for p, c in offsets.items() if positions[SourceId(TRANSACTIONS, p)] > c]
