@@ -15,7 +15,8 @@ One loop, one thread (model loads and the status endpoints aside):
    their consumed offsets. Either all of a transaction's outputs and its offsets are committed, or
    none. The next batch never waits for a commit it does not need: like Kafka Streams' exactly-once
    ``commit.interval.ms``, the broker round trips of a commit are paid once per interval, not once
-   per batch (docs/stream.md, "Latency").
+   per batch, and they run on a committer thread while the next batches go into a transaction of
+   a second producer (docs/stream.md, "Pipelined commits").
 4. Now and then, with no transaction open, checkpoint the state with the input offsets it reflects.
 
 After a crash, a rebalance or an aborted transaction the worker restores the newest checkpoint not
@@ -162,7 +163,10 @@ class Worker:
         # the loop held every later transaction back by that much. The explanations' decisions
         # join the open Kafka transaction, which waits for them before it commits or aborts.
         self._explainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reasons")
-        self._explaining: list[Future[ScoredBatch]] = []
+        # Commits run here while the loop goes on deciding into a transaction of the other
+        # producer (docs/stream.md, "Pipelined commits").
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
+        self._count_lock = threading.Lock()
         self.owned: set[int] = set()
         self.committed: dict[int, int] = {}  # owned partition -> next offset to decide
         self._assignment_changed = False
@@ -180,9 +184,10 @@ class Worker:
         self._evictions_reported: dict[tuple[str, str], int] = {}
         self._membership: Any = None
         self._membership_fatal: KafkaError | None = None
-        self._txn: OpenTransaction | None = None
+        self._txn: OpenTransaction | None = None  # the batches being decided go into it
+        self._committing: OpenTransaction | None = None  # its commit is running on the committer
         self._data: Any = None
-        self._producer: TransactionalProducer | None = None
+        self._producers: list[TransactionalProducer] = []
         self._status: StatusServer | None = None
 
     # ------------------------------------------------------------------------------ lifecycle
@@ -225,6 +230,7 @@ class Worker:
                     self._iteration()
                 if self._txn is not None:
                     self._commit_open()
+                self._finish_commit()
             except ProducerUnavailableError:
                 if self._running:
                     raise
@@ -260,27 +266,37 @@ class Worker:
                 "fetch.max.bytes": 52_428_800,
             }
         )
-        self._producer = TransactionalProducer(
-            {
-                **base,
-                "transactional.id": f"{self.config.group_id}.{self.instance}",
-                "enable.idempotence": True,
-                "acks": "all",
-                # a batch's records are produced in one burst: waiting longer adds latency only
-                "linger.ms": 0.5,
-                "batch.size": 1_000_000,
-                "compression.type": "lz4",
-                "queue.buffering.max.messages": 1_000_000,
-                # One transaction's outputs at most wait here (the commit waits for their
-                # delivery); a full queue blocks produce (BufferError, retried) instead of growing.
-                "queue.buffering.max.kbytes": 262_144,
-                "transaction.timeout.ms": 60_000,
-                "partitioner": PRODUCER_PARTITIONER,
-            },
-            keep_waiting=lambda: self._running,
-            on_stall=self._on_stall,
-        )
-        self._producer.start()  # fences an earlier incarnation of this instance
+        producer_config = {
+            **base,
+            "enable.idempotence": True,
+            "acks": "all",
+            # a batch's records are produced in one burst: waiting longer adds latency only
+            "linger.ms": 0.5,
+            "batch.size": 1_000_000,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 1_000_000,
+            # One transaction's outputs at most wait here (the commit waits for their
+            # delivery); a full queue blocks produce (BufferError, retried) instead of growing.
+            "queue.buffering.max.kbytes": 262_144,
+            "transaction.timeout.ms": 60_000,
+            "partitioner": PRODUCER_PARTITIONER,
+        }
+        # Two transactional producers, used in turn: one commits while the other takes the next
+        # batches. Both ids are stable per worker, so a restarted worker fences both.
+        transactional_id = f"{self.config.group_id}.{self.instance}"
+        self._producers = [
+            TransactionalProducer(
+                {
+                    **producer_config,
+                    "transactional.id": f"{transactional_id}{tail}",
+                },
+                keep_waiting=lambda: self._running,
+                on_stall=self._on_stall,
+            )
+            for tail in ("", ".1")
+        ]
+        for producer in self._producers:
+            producer.start()  # fences an earlier incarnation of this instance
         metadata = self._data.list_topics(timeout=30)
         for topic in (self.topics.transactions, self.topics.labels, self.topics.model_updates):
             described = metadata.topics.get(topic)
@@ -357,6 +373,7 @@ class Worker:
 
     def _close(self) -> None:
         self._explainer.shutdown(wait=True)
+        self._committer.shutdown(wait=True)
         self.follower.close()
         if self.shadow_follower is not None:
             self.shadow_follower.close()
@@ -366,8 +383,8 @@ class Worker:
                     client.close()
                 except (KafkaException, RuntimeError) as exc:
                     log.warning("closing a consumer: %s", exc)
-        if self._producer is not None:
-            self._producer.flush(10)
+        for producer in self._producers:
+            producer.flush(10)
         if self._status is not None:
             self._status.stop()
 
@@ -504,12 +521,17 @@ class Worker:
         self._heartbeat = time.monotonic()
         if self._txn is not None and self._commit_wait() <= 0:
             self._commit_open()
+        if self._committing is not None and self._committing.commit_done():
+            self._finish_commit()
         if self._txn is None:
             # Group changes are taken between transactions only (at most commit_interval_ms
-            # late): a revoked partition's decisions are then all committed or all aborted.
+            # late), with no commit running: a revoked partition's decisions are then all
+            # committed or all aborted, and the group's offsets are final.
             event = self._membership.poll(0)  # paused: only callbacks and errors come out
             if event is not None and event.error() is not None:
                 self._on_membership_error(event.error())
+            if self._membership_fatal or self._assignment_changed or self._restore_cause:
+                self._finish_commit()
             if self._membership_fatal is not None:
                 self._rejoin()
             if self._assignment_changed:
@@ -529,7 +551,8 @@ class Worker:
         self._hold_back()
         if time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval_s:
             if self._txn is not None:
-                self._commit_open()  # the checkpoint is then usable at once after a crash
+                self._commit_open()
+            self._finish_commit()  # the checkpoint is then usable at once after a crash
             if self._restore_cause is None:
                 self._write_checkpoint()
         if time.monotonic() - self._drift_exported >= DRIFT_EXPORT_S:
@@ -814,11 +837,11 @@ class Worker:
         """Explain the batch's review and decline rows on the explainer thread, which produces
         their decisions into the open transaction (begun here if the batch had no approvals)."""
         self._add_to_transaction([], {})
-        if self._txn is None:
+        txn = self._txn
+        if txn is None:
             return  # the transaction aborted: the batch is redone after the restore
         model = self.scorer.model  # the one that scored the batch, even if swapped meanwhile
-        producer = self._producer
-        assert producer is not None
+        producer = txn.producer
         assert model.version == scored.model_version
 
         def explain_and_send() -> ScoredBatch:
@@ -827,14 +850,14 @@ class Worker:
             producer.produce(self.topics.decisions, self._encode(explained, arrived_ms))
             return explained
 
-        self._explaining.append(self._explainer.submit(explain_and_send))
+        txn.explaining.append(self._explainer.submit(explain_and_send))
 
-    def _settle_explanations(self) -> KafkaException | None:
-        """Wait for the explanations of the open transaction; their decisions are then in it.
-        Returns a Kafka error one of them met (the transaction must abort); raises anything
-        else (a bug: the worker stops, as it would have on the loop's own thread)."""
+    def _settle_explanations(self, txn: OpenTransaction) -> KafkaException | None:
+        """Wait for the explanations of ``txn``; their decisions are then in it. Returns a Kafka
+        error one of them met (the transaction must abort); raises anything else (a bug: the
+        worker stops, as it would have on the loop's own thread)."""
         failure: KafkaException | None = None
-        pending, self._explaining = self._explaining, []
+        pending, txn.explaining = txn.explaining, []
         for future in pending:
             try:
                 self._count_decisions(future.result())
@@ -850,66 +873,94 @@ class Worker:
         if self._restore_cause is not None:
             return  # a transaction of this batch aborted: it is redone after the restore
         started = time.perf_counter()
-        producer = self._producer
-        assert producer is not None
+        # The producer whose commit is not running (both are free when none is).
+        busy = self._committing.producer if self._committing is not None else None
+        producer = next(p for p in self._producers if p is not busy)
         try:
             if self._txn is None:
                 producer.begin()
-                self._txn = OpenTransaction(time.monotonic())
+                self._txn = OpenTransaction(producer, time.monotonic())
             for topic, records in outputs:
-                producer.produce(topic, records)
+                self._txn.producer.produce(topic, records)
         except KafkaException as exc:
-            self._txn = None
-            self._settle_explanations()  # they must not produce into the next transaction
-            self._abort(exc)
+            txn, self._txn = self._txn, None
+            if txn is not None:
+                self._settle_explanations(txn)  # they must not produce into a later transaction
+            self._abort(producer, exc)
             return
         self._txn.offsets.update(offsets)
         self.metrics.stage.labels(stage="produce").observe(time.perf_counter() - started)
 
     def _commit_open(self) -> None:
-        """Commit the open transaction with its offsets. If that fails, the transaction is
-        aborted (by the producer's replacement if a call stalled: stream/transactional.py) and its
-        batches are redone after a restore."""
-        assert self._txn is not None and self._producer is not None
-        offsets, self._txn = self._txn.offsets, None
-        started = time.perf_counter()
-        try:
-            failed = self._settle_explanations()
-            if failed is not None:
-                raise failed
-            if offsets and not self._still_owns(offsets):
-                raise MembershipLostError("before sending the offsets")
-            topic = self.topics.transactions
-            self._producer.commit(
-                [TopicPartition(topic, p, o) for p, o in sorted(offsets.items())],
-                self._membership.consumer_group_metadata() if offsets else None,
-            )
-        except KafkaException as exc:
-            self._abort(exc)
+        """Hand the open transaction to the committer thread. The loop goes on deciding into a
+        transaction of the other producer meanwhile; commits stay in order, as this one starts
+        only once the previous one has finished. A commit that fails aborts its transaction (by
+        replacing the producer if a call stalled: stream/transactional.py), and the batches of
+        both are redone after a restore."""
+        txn, self._txn = self._txn, None
+        assert txn is not None
+        if not self._finish_commit():
+            self._drop(txn)  # it was decided in the state that is being restored
             return
-        except MembershipLostError as lost:
+        if txn.offsets and not self._still_owns(txn.offsets):
             # Offsets sent with the metadata of a lost or fenced membership can make librdkafka's
             # transaction calls hang (seen in tests/chaos: a broker restart outlasting the
             # session): drop the transaction and redo it once the group has answered.
-            log.warning("group membership lost %s; aborting the transaction, redoing it", lost)
-            self._producer.abort()
+            log.warning("group membership lost before sending the offsets; redoing the batches")
+            self._drop(txn)
             self._restore_cause = "membership"
             return
-        except TransactionStalledError:
-            self._restore_cause = "stalled"  # the new producer's epoch aborted the transaction
-            return
-        self.committed.update(offsets)
+        topic = self.topics.transactions
+        offsets = [TopicPartition(topic, p, o) for p, o in sorted(txn.offsets.items())]
+        metadata = self._membership.consumer_group_metadata() if offsets else None
+        txn.commit = self._committer.submit(self._commit, txn, offsets, metadata)
+        self._committing = txn
+
+    def _commit(
+        self, txn: OpenTransaction, offsets: list[TopicPartition], metadata: object
+    ) -> None:
+        """On the committer thread: wait for the transaction's explanations, then commit it."""
+        failed = self._settle_explanations(txn)
+        if failed is not None:
+            raise failed
+        started = time.perf_counter()
+        txn.producer.commit(offsets, metadata)
         self.metrics.stage.labels(stage="commit").observe(time.perf_counter() - started)
 
-    def _abort(self, exc: KafkaException) -> None:
+    def _finish_commit(self) -> bool:
+        """Wait for the running commit, if any. False if it failed: its transaction is aborted,
+        and so is the open one (decided in the state that is now restored)."""
+        txn, self._committing = self._committing, None
+        if txn is None or txn.commit is None:
+            return True
+        try:
+            txn.commit.result()
+        except KafkaException as exc:
+            self._abort(txn.producer, exc)
+        except TransactionStalledError:
+            self._restore_cause = "stalled"  # the new producer's epoch aborted the transaction
+        else:
+            # A partition revoked meanwhile is the new owner's now (it reads these offsets).
+            self.committed.update({p: o for p, o in txn.offsets.items() if p in self.owned})
+            return True
+        if self._txn is not None:
+            open_txn, self._txn = self._txn, None
+            self._drop(open_txn)
+        return False
+
+    def _drop(self, txn: OpenTransaction) -> None:
+        """Abort a transaction whose batches are redone after the pending restore."""
+        self._settle_explanations(txn)  # they must not produce into a later transaction
+        txn.producer.abort()
+
+    def _abort(self, producer: TransactionalProducer, exc: KafkaException) -> None:
         """An abortable transaction error: abort, restore the state, redo the batches. Anything
         else (e.g. fenced by a newer incarnation) is raised: stop, the supervisor restarts."""
         error = exc.args[0]
         if not error.txn_requires_abort():
             raise exc
         log.warning("transaction aborted (%s); restoring state and redoing it", error)
-        assert self._producer is not None
-        self._producer.abort()
+        producer.abort()
         self._restore_cause = "abort"
 
     def _on_stall(self, what: str, why: str) -> None:
@@ -923,17 +974,22 @@ class Worker:
         self._heartbeat = time.monotonic()  # waiting on the broker is not a hang
 
     def _count_decisions(self, scored: ScoredBatch) -> None:
-        banks = [b or "" for b in scored.transactions.column("bank_id").to_pylist()]
-        pairs = Counter(zip(banks, scored.decisions.action_names(), strict=True))
-        for (bank, action), count in pairs.items():
-            self.metrics.decisions.labels(bank=bank, action=action).inc(count)
-        d = scored.decisions
-        self.metrics.cost.labels(kind="expected_fraud_loss").inc(float(d.expected_fraud_loss.sum()))
-        self.metrics.cost.labels(kind="review").inc(float(d.review_cost.sum()))
-        self.metrics.cost.labels(kind="friction").inc(float(d.friction_cost.sum()))
-        n = scored.transactions.num_rows
-        self.metrics.cost.labels(kind="compute").inc(scored.compute_usd_per_transaction * n)
-        self.stats.decisions += n
+        """On the loop (approvals) and on the committer thread (explained rows): locked, as
+        ``stats.decisions += n`` is not atomic."""
+        with self._count_lock:
+            banks = [b or "" for b in scored.transactions.column("bank_id").to_pylist()]
+            pairs = Counter(zip(banks, scored.decisions.action_names(), strict=True))
+            for (bank, action), count in pairs.items():
+                self.metrics.decisions.labels(bank=bank, action=action).inc(count)
+            d = scored.decisions
+            self.metrics.cost.labels(kind="expected_fraud_loss").inc(
+                float(d.expected_fraud_loss.sum())
+            )
+            self.metrics.cost.labels(kind="review").inc(float(d.review_cost.sum()))
+            self.metrics.cost.labels(kind="friction").inc(float(d.friction_cost.sum()))
+            n = scored.transactions.num_rows
+            self.metrics.cost.labels(kind="compute").inc(scored.compute_usd_per_transaction * n)
+            self.stats.decisions += n
 
     # ---------------------------------------------------------------------------- models
 
@@ -1036,14 +1092,16 @@ def _dead_letter(rejected: RejectedMessage, topics: TopicNames) -> OutRecord:
 
 @dataclass
 class OpenTransaction:
-    """The Kafka transaction batches are being produced into."""
+    """A Kafka transaction: open while batches are produced into it, then committing."""
 
+    producer: TransactionalProducer
     started: float  # time.monotonic()
     offsets: dict[int, int] = field(default_factory=dict)  # partition -> next offset to decide
+    explaining: list[Future[ScoredBatch]] = field(default_factory=list)  # its flagged rows
+    commit: Future[None] | None = None  # once handed to the committer thread
 
-
-class MembershipLostError(Exception):
-    """The group revoked or fenced this worker's membership while a batch was being committed."""
+    def commit_done(self) -> bool:
+        return self.commit is not None and self.commit.done()
 
 
 def _close_quietly(consumer: Consumer) -> None:
