@@ -551,8 +551,10 @@ class Worker:
         self._hold_back()
         if time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval_s:
             if self._txn is not None:
+                # Its commit runs while the checkpoint is written: the checkpoint becomes usable
+                # (not ahead of the group's offsets) once it lands. Should the commit fail, the
+                # restore passes over this checkpoint for an older one.
                 self._commit_open()
-            self._finish_commit()  # the checkpoint is then usable at once after a crash
             if self._restore_cause is None:
                 self._write_checkpoint()
         if time.monotonic() - self._drift_exported >= DRIFT_EXPORT_S:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -520,7 +521,7 @@ class FeatureEngine:
 
         def serialise() -> bytes:
             buffer = io.BytesIO()
-            encoded = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+            encoded = np.frombuffer(dumps_yielding(meta).encode(), np.uint8)
             np.savez(buffer, **arrays, meta=encoded)  # type: ignore[arg-type]
             return buffer.getvalue()
 
@@ -769,3 +770,23 @@ def replay_log(
             out[rows] = engine.process(transactions.take(pa.array(rows)), chunk_labels)
         start, label_start = stop, label_stop
     return out
+
+
+JSON_SLICE = 4096  # list items per GIL-holding json.dumps call in dumps_yielding
+
+
+def dumps_yielding(value: object) -> str:
+    """``json.dumps(value)``, the same text, with long lists encoded a slice at a time and the GIL
+    handed to a waiting thread between slices. A checkpoint is serialised on the worker's writer
+    thread; one json.dumps of every card key holds the GIL throughout (~10 ms per 160k keys, so
+    ~100 ms at 1M cards) and stops the worker's loop for that long."""
+    if isinstance(value, dict):
+        items = (f"{json.dumps(key)}: {dumps_yielding(item)}" for key, item in value.items())
+        return "{" + ", ".join(items) + "}"
+    if isinstance(value, list) and len(value) > JSON_SLICE:
+        parts = []
+        for start in range(0, len(value), JSON_SLICE):
+            parts.append(json.dumps(value[start : start + JSON_SLICE])[1:-1])
+            time.sleep(0)
+        return "[" + ", ".join(parts) + "]"
+    return json.dumps(value)

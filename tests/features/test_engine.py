@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -17,6 +19,7 @@ from scoring.features import (
     replay_log,
 )
 from scoring.features.catalog import DAY_MS, INDEX, MINUTE_MS
+from scoring.features.engine import JSON_SLICE, dumps_yielding
 from scoring.logs import TIMESTAMP
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a Thursday
@@ -333,3 +336,23 @@ def test_merchant_features_see_only_earlier_seconds() -> None:
     assert abs(feature(m, 2, "merchant_count_1h") - unrounded) <= 2 * 2**-21
     assert feature(m, 2, "merchant_amount_mean_7d") == pytest.approx(10.0)
     assert feature(m, 2, "card_count_1h") == 0  # card features stay exact to the millisecond
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=20,
+)
+
+
+@given(
+    small=json_values,
+    keys=st.lists(st.text(max_size=12) | st.none(), min_size=0, max_size=3 * JSON_SLICE + 7),
+)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_checkpoint_json_is_written_in_slices_but_is_the_same_text(
+    small: object, keys: list
+) -> None:
+    value = {"meta": small, "keys": {"cards": {"keys": keys, "free": list(range(len(keys)))}}}
+    assert dumps_yielding(value) == json.dumps(value)
+    assert dumps_yielding(keys) == json.dumps(keys)
