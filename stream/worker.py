@@ -875,15 +875,17 @@ class Worker:
         if self._restore_cause is not None:
             return  # a transaction of this batch aborted: it is redone after the restore
         started = time.perf_counter()
-        # The producer whose commit is not running (both are free when none is).
-        busy = self._committing.producer if self._committing is not None else None
-        producer = next(p for p in self._producers if p is not busy)
+        if self._txn is not None:
+            producer = self._txn.producer
+        else:  # a producer whose commit is not running (both are free when none is)
+            busy = self._committing.producer if self._committing is not None else None
+            producer = next(p for p in self._producers if p is not busy)
         try:
             if self._txn is None:
                 producer.begin()
                 self._txn = OpenTransaction(producer, time.monotonic())
             for topic, records in outputs:
-                self._txn.producer.produce(topic, records)
+                producer.produce(topic, records)
         except KafkaException as exc:
             txn, self._txn = self._txn, None
             if txn is not None:
