@@ -220,7 +220,7 @@ class KafkaLink:
                 # as soon as the worker produced it, not after its Kafka transaction commits.
                 "isolation.level": self.isolation,
                 "auto.offset.reset": "latest",
-                "fetch.wait.max.ms": 10,
+                "fetch.wait.max.ms": self.kafka.fetch_wait_max_ms,
                 "error_cb": self._on_client_error,
             }
         )

@@ -258,7 +258,7 @@ class Worker:
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "isolation.level": "read_committed",
-                "fetch.wait.max.ms": 10,
+                "fetch.wait.max.ms": kafka.fetch_wait_max_ms,
                 # Backpressure: librdkafka prefetches at most this much, whatever the backlog
                 # (docs/stream.md, "Memory bounds"); the merge buffer is bounded by pausing.
                 "queued.min.messages": 200_000,

@@ -56,7 +56,7 @@ def read_topics(
             "isolation.level": "read_committed",
             "enable.partition.eof": True,
             "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 100,
+            "fetch.wait.max.ms": kafka.fetch_wait_max_ms,
         }
     )
     try:

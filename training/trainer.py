@@ -175,7 +175,7 @@ class Trainer:
                 "isolation.level": "read_committed",
                 "enable.partition.eof": True,  # "caught up" = every partition reached its end
                 "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 100,
+                "fetch.wait.max.ms": kafka.fetch_wait_max_ms,
                 "queued.min.messages": 100_000,
             }
         )
