@@ -23,10 +23,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 
 from api import errors
-from api.deps import Services, single_valued_query
+from api.deps import Services
 from api.hub import DecisionHub, HubLimits
 from api.metrics import ApiMetrics, RequestTiming
 from api.routes import decisions, labels, ops, reviews, transactions
@@ -122,6 +122,7 @@ def create_app(
             lookback_s=api.decision_window_s,
             models=models,
             isolation=api.decisions_isolation,
+            linger_ms=api.producer_linger_ms,
         )
 
     @asynccontextmanager
@@ -147,7 +148,6 @@ def create_app(
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
-        dependencies=[Depends(single_valued_query)],
     )
     app.state.services = Services(
         settings=settings,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
+import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -31,6 +31,21 @@ COST_KINDS = {
     "friction_cost": "friction",
     "compute_usd": "compute",
 }
+
+
+class _Cost(msgspec.Struct):
+    expected_fraud_loss: float
+    review_cost: float
+    friction_cost: float
+    compute_usd: float
+
+
+class _Costed(msgspec.Struct):
+    cost: _Cost
+
+
+# Reads only the costs of a decision (~1 KB with its reasons), skipping the rest unparsed.
+_COST_DECODER = msgspec.json.Decoder(_Costed)
 
 
 class ApiMetrics:
@@ -78,6 +93,12 @@ class ApiMetrics:
             ["bank", "action_changed"],
             registry=r,
         )
+        # Labelled children looked up once: labels() costs a lock and a dict lookup per call,
+        # and these are observed on every answer.
+        self._cost_histograms = [
+            (field, self.decision_cost.labels(kind=kind)) for field, kind in COST_KINDS.items()
+        ]
+        self._request_histograms: dict[tuple[str, int], Any] = {}
         self.model_info = Gauge(
             "fraudstream_model_info", "The model version served (value 1).", ["version"], registry=r
         )
@@ -100,11 +121,19 @@ class ApiMetrics:
 
     def observe_answer(self, decision: bytes) -> None:
         try:
-            cost = orjson.loads(decision)["cost"]
-            for field, kind in COST_KINDS.items():
-                self.decision_cost.labels(kind=kind).observe(float(cost[field]))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            cost = _COST_DECODER.decode(decision).cost
+        except msgspec.DecodeError:
             return  # a record without costs is the stream's business; never fail an answer
+        for field, histogram in self._cost_histograms:
+            histogram.observe(getattr(cost, field))
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        key = (route, status)
+        histogram = self._request_histograms.get(key)
+        if histogram is None:  # a few dozen (route, status) pairs: each labelled child kept
+            histogram = self.request_duration.labels(route=route, status=str(status))
+            self._request_histograms[key] = histogram
+        histogram.observe(seconds)
 
 
 def route_template(scope: Scope) -> str:
@@ -139,7 +168,6 @@ class RequestTiming:
         try:
             await self.app(scope, receive, timed_send)
         finally:
-            path = route_template(scope)
-            self.metrics.request_duration.labels(route=path, status=str(status)).observe(
-                time.perf_counter() - started
+            self.metrics.observe_request(
+                route_template(scope), status, time.perf_counter() - started
             )

@@ -3,9 +3,10 @@
 Request/reply over the existing topics (docs/api.md, "Why request/reply over the topics"):
 
 * transactions go to ``transactions`` keyed by card id, from an idempotent producer (acks=all,
-  murmur2 partitioning like every keyed producer of the project, ``linger.ms`` 1, delivery reports
-  for failures only), exactly as the stream expects them; the stream needs no reply-topic
-  plumbing; labels from a second producer, whose every report is awaited;
+  murmur2 partitioning like every keyed producer of the project, ``linger.ms`` from
+  ``api.producer_linger_ms``, delivery reports for failures only), exactly as the stream expects
+  them; the stream needs no reply-topic plumbing; labels from a second producer, whose every
+  report is awaited;
 * one consumer thread per replica reads **every partition** of ``decisions`` (no consumer group;
   ``api.decisions_isolation``, read_uncommitted by default: see ``DecisionHub._supersede``) plus
   ``labels`` (for analyst verdicts given on other replicas) and ``model-updates`` (hot swaps),
@@ -89,8 +90,10 @@ class KafkaLink:
         lookback_s: float,
         models: ModelService | None = None,
         isolation: str = "read_committed",
+        linger_ms: float = 1.0,
     ) -> None:
         self.kafka = kafka
+        self.linger_ms = linger_ms
         self.isolation = isolation
         self.lookback_s = lookback_s
         self.models = models
@@ -122,7 +125,7 @@ class KafkaLink:
             **self.kafka.client_config(),
             "enable.idempotence": True,
             "acks": "all",
-            "linger.ms": 1,
+            "linger.ms": self.linger_ms,
             "partitioner": PRODUCER_PARTITIONER,
             "error_cb": self._on_client_error,
         }

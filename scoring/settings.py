@@ -161,6 +161,15 @@ class ApiSettings(BaseModel):
         description="The fallback decides this long before the bank's deadline, so that its "
         "answer (encoded and written) is out by the deadline rather than just after it.",
     )
+    producer_linger_ms: float = Field(
+        default=1.0,
+        ge=0,
+        le=50,
+        description="How long the API's Kafka producer waits to put more transactions into one "
+        "produce request (librdkafka linger.ms). Longer: fewer requests for the broker and "
+        "larger batches for the worker (less CPU under load), at up to this much latency per "
+        "transaction.",
+    )
     max_batch: int = Field(default=100, ge=1)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     api_keys: SecretStr | None = Field(

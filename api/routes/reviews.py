@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 
-from api.deps import CallerDep, ServicesDep
+from api.deps import CallerDep, ServicesDep, single_valued_query
 from api.routes.common import AUTH, BODY, INVALID, UNAVAILABLE, json_response, problem
 from api.schemas import ReviewOut, ReviewPage, ReviewVerdictIn
 from api.stream_link import LabelNotDeliveredError
 
-router = APIRouter(prefix="/v1", tags=["reviews"])
+# The only routes with query parameters: each must be given once (api.deps.single_valued_query).
+router = APIRouter(prefix="/v1", tags=["reviews"], dependencies=[Depends(single_valued_query)])
 
 
 @router.get(

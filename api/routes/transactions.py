@@ -7,9 +7,9 @@ the ``api.max_batch`` setting, and FastAPI must see it as an object, not as a na
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Response
+from fastapi import APIRouter, Body, HTTPException, Request, Response
 
-from api.deps import CallerDep, ServicesDep, StartedDep
+from api.deps import CallerDep, request_started, services_of
 from api.routes.common import AUTH, BODY, problem
 from api.schemas import (
     TRANSACTION_EXAMPLE,
@@ -109,10 +109,12 @@ def build_router(max_batch: int, tokenizer: CardTokenizer | None = None) -> APIR
             ),
         ],
         caller: CallerDep,
-        services: ServicesDep,
-        started: StartedDep,
+        request: Request,
     ) -> Response:
-        ((future, replayed),) = services.hub.submit_many(
+        # The hot path: services and arrival come from the request rather than from two more
+        # dependencies for FastAPI to resolve (~15 µs each a request).
+        started = request_started(request)
+        ((future, replayed),) = services_of(request).hub.submit_many(
             caller.bank_id, [tokenized(transaction)], started
         )
         told = await asyncio.shield(future)
@@ -136,9 +138,10 @@ def build_router(max_batch: int, tokenizer: CardTokenizer | None = None) -> APIR
     async def decide_batch(
         batch: Annotated[batch_model, Body()],
         caller: CallerDep,
-        services: ServicesDep,
-        started: StartedDep,
+        request: Request,
     ) -> Response:
+        started = request_started(request)
+        services = services_of(request)
         transactions = [tokenized(t) for t in batch.transactions]
         wait = services.limiter.take(caller.key_id, len(transactions) - 1)  # one taken already
         if wait > 0:
