@@ -399,6 +399,7 @@ class DecisionHub:
 
     def on_stream_decisions(self, decisions: Iterable[StreamDecision]) -> None:
         """Decisions read from ``decisions`` (called on the loop by the Kafka thread)."""
+        now = time.time()
         for d in decisions:
             key = (d.bank_id, d.transaction_id)
             entry = self._get(key)
@@ -407,6 +408,8 @@ class DecisionHub:
                 self._insert(key, tuple(learned))
             elif isinstance(entry, Entry):  # in flight
                 entry.stream = d.value
+                # Clocks of two hosts in production: skew shows here (clamped at 0).
+                self.metrics.decision_transport.observe(max(now - d.at, 0.0))
                 self._answer(entry, d.value, degraded=False)
             elif entry.stream is None:
                 # after the deadline: kept beside the fallback answer

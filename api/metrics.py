@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Buckets at the SLOs: 1 ms .. 2.5 s, dense around the default 50 ms deadline.
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
+TRANSPORT_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.5)
 # USD per transaction: compute costs are ~1e-8, fraud losses up to thousands.
 COST_BUCKETS = (1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4)
 COST_KINDS = {
@@ -91,6 +92,14 @@ class ApiMetrics:
             "Kafka transaction aborted and the worker recomputed it (read_uncommitted only). "
             "action_changed=true: the bank had been told a different action.",
             ["bank", "action_changed"],
+            registry=r,
+        )
+        self.decision_transport = Histogram(
+            "fraudstream_decision_transport",
+            "From a stream decision's Kafka timestamp (the worker producing it) to this replica "
+            "handing it to the request waiting for it: Kafka's share of a request's latency.",
+            unit="seconds",
+            buckets=TRANSPORT_BUCKETS,
             registry=r,
         )
         # Labelled children looked up once: labels() costs a lock and a dict lookup per call,

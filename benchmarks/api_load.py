@@ -599,6 +599,8 @@ def run_one(
     config_path = work / f"gen-{tag}.json"
     config_path.write_text(json.dumps(config))
     before_worker = _get(f"http://127.0.0.1:{worker_port}/metrics")[1] if worker_port else ""
+    api_metrics = f"http://127.0.0.1:{url_port}/metrics"
+    before_api = _get(api_metrics)[1] if worker_port else ""
     cpu_before = {name: _cpu_seconds(pid) for name, pid in procs.items()}
     busy_before, wall_before = _busy_cpu_seconds(), time.monotonic()
     generator = subprocess.run(
@@ -613,6 +615,7 @@ def run_one(
         raise RuntimeError(f"generator failed:\n{generator.stderr[-3000:]}")
     cpu = {name: _cpu_seconds(pid) - cpu_before[name] for name, pid in procs.items()}
     after_worker = _get(f"http://127.0.0.1:{worker_port}/metrics")[1] if worker_port else ""
+    after_api = _get(api_metrics)[1] if worker_port else ""
     data = np.load(out)
     bodies.unlink()
     out.unlink()
@@ -663,6 +666,8 @@ def run_one(
             minlength=int(seconds),
         ).tolist(),
         "actions": {a: int((actions == i).sum()) for i, a in enumerate(ACTIONS)},
+        # Reviews and declines wait for their reasons (TreeSHAP); approvals do not.
+        "latency_by_action_ms": {a: _pct(latency[ok][actions == i]) for i, a in enumerate(ACTIONS)},
         "stream_latency_ms": _pct(data["stream_ms"][measured][ok][~degraded]),
         "connections_peak": int(data["connections"][0]),
         "connections_opened": int(data["connections"][1]),
@@ -692,6 +697,17 @@ def run_one(
         )
         decided = _metric(after_worker, "fraudstream_stream_batch_size_sum") - _metric(
             before_worker, "fraudstream_stream_batch_size_sum"
+        )
+        transport = "fraudstream_decision_transport_seconds"
+        delivered = _metric(after_api, f"{transport}_count") - _metric(
+            before_api, f"{transport}_count"
+        )
+        result["decision_transport_mean_ms"] = (
+            (_metric(after_api, f"{transport}_sum") - _metric(before_api, f"{transport}_sum"))
+            / delivered
+            * 1000.0
+            if delivered
+            else None
         )
         result["worker"] = {
             "stage_mean_ms_per_batch": stages,
@@ -809,6 +825,23 @@ def write_reports(results: dict[str, Any], name: str = "api_load") -> None:
             if r["target"] == "bare"
         ),
     ]
+    by_action = [r for r in results["runs"] if r["target"] == "api" and "latency_by_action_ms" in r]
+    if by_action:
+        lines += [
+            "",
+            "Latency by action, p50 / p99 ms (reviews and declines wait for their reasons), and "
+            "the mean transport of a stream decision from the worker producing it to the API "
+            "having it (`fraudstream_decision_transport_seconds`): "
+            + "; ".join(
+                f"{r['label']} {r['rate_offered']:,.0f}/s: "
+                + ", ".join(
+                    f"{a} {_cell(p['p50'])} / {_cell(p['p99'])}"
+                    for a, p in r["latency_by_action_ms"].items()
+                )
+                + f", transport {_cell(r.get('decision_transport_mean_ms'))}"
+                for r in by_action
+            ),
+        ]
     idle = results.get("idle_cpu_cores") or {}
     if idle:
         lines += [

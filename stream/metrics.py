@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # 0.5 ms .. 30 s: a decision takes milliseconds live, seconds while a worker catches up.
@@ -13,6 +15,7 @@ STAGE_BUCKETS = (
 )  # fmt: skip
 BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000)
 STAGES = ("decode", "features", "model", "reasons", "encode", "produce", "commit")
+COST_KINDS = ("expected_fraud_loss", "review", "friction", "compute")
 
 
 class WorkerMetrics:
@@ -177,6 +180,33 @@ class WorkerMetrics:
             self.state_entities.labels(entity=entity).set(0)
             self.state_evictions.labels(entity=entity, reason="ttl")
         self.state_evictions.labels(entity="card", reason="capacity")
+        # The labelled children the loop touches every batch, looked up once: ``labels()`` costs
+        # a few µs a call, and the loop made ~17 calls a batch of ~4 transactions at 500/s.
+        self.stage_of = {stage: self.stage.labels(stage=stage) for stage in STAGES}
+        self.state_events_of = {k: self.replicated.labels(kind=k) for k in ("transaction", "label")}
+        self.state_entities_of = {
+            entity: self.state_entities.labels(entity=entity)
+            for entity in ("card", "merchant", "terminal")
+        }
+        self.events_in = self.events.labels(direction="in")
+        self.events_out = self.events.labels(direction="out")
+        self.cost_of = {kind: self.cost.labels(kind=kind) for kind in COST_KINDS}
+        self._decisions_of: dict[tuple[str, str], Any] = {}
+        self._lag_of: dict[int, Any] = {}
+
+    def decisions_of(self, bank: str, action: str) -> Any:
+        """The ``fraudstream_decisions`` child of (bank, action); a few banks x 3 actions."""
+        child = self._decisions_of.get((bank, action))
+        if child is None:
+            child = self.decisions.labels(bank=bank, action=action)
+            self._decisions_of[bank, action] = child
+        return child
+
+    def lag_of(self, partition: int) -> Any:
+        child = self._lag_of.get(partition)
+        if child is None:
+            child = self._lag_of[partition] = self.lag.labels(partition=str(partition))
+        return child
 
     def serve_model(self, version: str) -> None:
         self.model_info.clear()

@@ -178,6 +178,7 @@ class Worker:
         self._last_checkpoint = time.monotonic()
         self._recent = np.empty((0, catalog.NUM_FEATURES))
         self._highs_checked: dict[SourceId, float] = {}
+        self._topic_partitions: dict[SourceId, TopicPartition] = {}
         self._late_reported = 0
         self._partitions: dict[str, int] = {}
         self._paused: set[SourceId] = set()
@@ -605,7 +606,7 @@ class Worker:
                         outcome = "loading" if "loading" in (outcome, shadow) else outcome
                     if outcome != "loading":
                         self.metrics.model_swaps.labels(outcome=outcome).inc()
-        self.metrics.stage.labels(stage="decode").observe(time.perf_counter() - started)
+        self.metrics.stage_of["decode"].observe(time.perf_counter() - started)
 
     def _add_transactions(self, partition: int, batch: list[Message]) -> None:
         sid = SourceId(TRANSACTIONS, partition)
@@ -664,8 +665,7 @@ class Worker:
         (an empty partition never fetches anything)."""
         now = time.monotonic()
         for sid, source in self.merge.sources.items():
-            topic = self.topics.transactions if sid.kind == TRANSACTIONS else self.topics.labels
-            tp = TopicPartition(topic, sid.partition)
+            tp = self._topic_partition(sid)
             _low, high = self._data.get_watermark_offsets(tp, cached=True)
             asked_ago = now - self._highs_checked.get(sid, 0.0)
             if ask_all or (high < 0 and asked_ago >= HIGH_REFRESH_S):
@@ -677,9 +677,7 @@ class Worker:
             if high >= 0:
                 source.high = high
             if sid.kind == TRANSACTIONS and sid.partition in self.owned:
-                self.metrics.lag.labels(partition=str(sid.partition)).set(
-                    max(source.high - source.processed_next, 0)
-                )
+                self.metrics.lag_of(sid.partition).set(max(source.high - source.processed_next, 0))
         released = max(self.merge.released_bucket, 0) * catalog.ENTITY_BUCKET_MS
         self.metrics.watermark.set(released / 1000.0)
 
@@ -698,8 +696,11 @@ class Worker:
         self.metrics.buffered.set(self.merge.buffered())
 
     def _topic_partition(self, sid: SourceId) -> TopicPartition:
-        topic = self.topics.transactions if sid.kind == TRANSACTIONS else self.topics.labels
-        return TopicPartition(topic, sid.partition)
+        tp = self._topic_partitions.get(sid)  # kept: asked for every source every iteration
+        if tp is None:
+            topic = self.topics.transactions if sid.kind == TRANSACTIONS else self.topics.labels
+            tp = self._topic_partitions[sid] = TopicPartition(topic, sid.partition)
+        return tp
 
     def _export_state(self) -> None:
         engine = self.engine
@@ -708,7 +709,7 @@ class Worker:
             ("merchant", engine.merchants),
             ("terminal", engine.terminals),
         ):
-            self.metrics.state_entities.labels(entity=entity).set(len(index))
+            self.metrics.state_entities_of[entity].set(len(index))
         self.metrics.state_bytes.set(engine.memory_bytes())
         for key, count in engine.evictions.items():
             # a restore can move the engine's count back; the counter only moves forward
@@ -737,11 +738,11 @@ class Worker:
             label_events = self.index.label_events(step.labels)
             self.metrics.unmatched_labels.inc(self.index.unmatched - unmatched)
             self.stats.labels += step.labels.num_rows
-            self.metrics.replicated.labels(kind="label").inc(step.labels.num_rows)
+            self.metrics.state_events_of["label"].inc(step.labels.num_rows)
         features = self.engine.process(tx, label_events)
         features_cpu = time.thread_time() - cpu_started
-        self.metrics.stage.labels(stage="features").observe(time.perf_counter() - started)
-        self.metrics.replicated.labels(kind="transaction").inc(tx.num_rows)
+        self.metrics.stage_of["features"].observe(time.perf_counter() - started)
+        self.metrics.state_events_of["transaction"].inc(tx.num_rows)
         self.stats.state_transactions += tx.num_rows
         if tx.num_rows:
             self._recent = features[-self.config.canary_rows :]
@@ -757,7 +758,7 @@ class Worker:
                 cpu_already=features_cpu * decide.size / max(tx.num_rows, 1),
                 explain=False,
             )
-            self.metrics.stage.labels(stage="model").observe(scored.stage_seconds["model"])
+            self.metrics.stage_of["model"].observe(scored.stage_seconds["model"])
             decided_arrivals = arrived[decide].astype(np.float64)
             # The approvals go out before the review and decline rows are explained (TreeSHAP:
             # ~2.3 ms a row), so that most of the batch does not wait for the explanations.
@@ -776,7 +777,7 @@ class Worker:
             outputs.append((self.topics.feature_log, feature_log_records(scored, shadow)))
             if self.drift is not None:
                 self.drift.update(features[decide], scored.scores)
-            self.metrics.stage.labels(stage="encode").observe(time.perf_counter() - started)
+            self.metrics.stage_of["encode"].observe(time.perf_counter() - started)
         dead = [r for r in step.rejected if self._owns_undecided(r.source, r.offset)]
         if dead:
             outputs.append(
@@ -792,8 +793,8 @@ class Worker:
             for arrival in decided_arrivals:
                 self.metrics.end_to_end.observe(max(now - arrival / 1000.0, 0.0))
             self.metrics.batch_size.observe(decide.size)
-            self.metrics.events.labels(direction="out").inc(decide.size)
-        self.metrics.events.labels(direction="in").inc(decide.size + len(dead))
+            self.metrics.events_out.inc(decide.size)
+        self.metrics.events_in.inc(decide.size + len(dead))
         self.metrics.dlq.inc(len(dead))
         if self.merge.late > self._late_reported:
             self.metrics.late.inc(self.merge.late - self._late_reported)
@@ -832,7 +833,7 @@ class Worker:
         started = time.perf_counter()
         latency = np.maximum(time.time() * 1000.0 - arrived_ms, 0.0)
         records = decision_records(scored, latency)
-        self.metrics.stage.labels(stage="encode").observe(time.perf_counter() - started)
+        self.metrics.stage_of["encode"].observe(time.perf_counter() - started)
         return records
 
     def _explain_in_background(self, scored: ScoredBatch, arrived_ms: np.ndarray) -> None:
@@ -848,7 +849,7 @@ class Worker:
 
         def explain_and_send() -> ScoredBatch:
             explained = self.scorer.explain_flagged(scored, model)
-            self.metrics.stage.labels(stage="reasons").observe(explained.stage_seconds["reasons"])
+            self.metrics.stage_of["reasons"].observe(explained.stage_seconds["reasons"])
             producer.produce(self.topics.decisions, self._encode(explained, arrived_ms))
             return explained
 
@@ -893,7 +894,7 @@ class Worker:
             self._abort(producer, exc)
             return
         self._txn.offsets.update(offsets)
-        self.metrics.stage.labels(stage="produce").observe(time.perf_counter() - started)
+        self.metrics.stage_of["produce"].observe(time.perf_counter() - started)
 
     def _commit_open(self) -> None:
         """Hand the open transaction to the committer thread. The loop goes on deciding into a
@@ -929,7 +930,7 @@ class Worker:
             raise failed
         started = time.perf_counter()
         txn.producer.commit(offsets, metadata)
-        self.metrics.stage.labels(stage="commit").observe(time.perf_counter() - started)
+        self.metrics.stage_of["commit"].observe(time.perf_counter() - started)
 
     def _finish_commit(self) -> bool:
         """Wait for the running commit, if any. False if it failed: its transaction is aborted,
@@ -984,15 +985,13 @@ class Worker:
             banks = [b or "" for b in scored.transactions.column("bank_id").to_pylist()]
             pairs = Counter(zip(banks, scored.decisions.action_names(), strict=True))
             for (bank, action), count in pairs.items():
-                self.metrics.decisions.labels(bank=bank, action=action).inc(count)
+                self.metrics.decisions_of(bank, action).inc(count)
             d = scored.decisions
-            self.metrics.cost.labels(kind="expected_fraud_loss").inc(
-                float(d.expected_fraud_loss.sum())
-            )
-            self.metrics.cost.labels(kind="review").inc(float(d.review_cost.sum()))
-            self.metrics.cost.labels(kind="friction").inc(float(d.friction_cost.sum()))
+            self.metrics.cost_of["expected_fraud_loss"].inc(float(d.expected_fraud_loss.sum()))
+            self.metrics.cost_of["review"].inc(float(d.review_cost.sum()))
+            self.metrics.cost_of["friction"].inc(float(d.friction_cost.sum()))
             n = scored.transactions.num_rows
-            self.metrics.cost.labels(kind="compute").inc(scored.compute_usd_per_transaction * n)
+            self.metrics.cost_of["compute"].inc(scored.compute_usd_per_transaction * n)
             self.stats.decisions += n
 
     # ---------------------------------------------------------------------------- models
