@@ -72,6 +72,10 @@ class KafkaSettings(BaseModel):
         config: dict[str, str | int | float | bool] = {
             "bootstrap.servers": self.effective_bootstrap(),
             "security.protocol": self.security_protocol,
+            # TCP_NODELAY: every request of ours is small and latency-bound; Nagle's algorithm
+            # (librdkafka's default) holds a small write back until the last one is acknowledged
+            # (benchmarks/kafka_hop.py).
+            "socket.nagle.disable": True,
         }
         optional = {
             "sasl.mechanism": self.sasl_mechanism,
@@ -162,13 +166,14 @@ class ApiSettings(BaseModel):
         "answer (encoded and written) is out by the deadline rather than just after it.",
     )
     producer_linger_ms: float = Field(
-        default=1.0,
+        default=5.0,
         ge=0,
         le=50,
         description="How long the API's Kafka producer waits to put more transactions into one "
         "produce request (librdkafka linger.ms). Longer: fewer requests for the broker and "
         "larger batches for the worker (less CPU under load), at up to this much latency per "
-        "transaction.",
+        "transaction. 5 ms rather than 1: fewer produce requests and a lower p99 at 500 "
+        "requests/s on a busy 2-core host (benchmarks/README.md, 'Session 8').",
     )
     max_batch: int = Field(default=100, ge=1)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)

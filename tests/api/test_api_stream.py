@@ -183,6 +183,11 @@ def test_a_decision_through_the_api_is_the_streams(deployment: Deployment) -> No
         assert answer["degraded"] is False and answer["bank_id"] == "patient"
         assert answer["model_version"] == d.world.champion
     actions = {a["action"] for a in answers.values()}
+    # Each answer the stream gave was timed from the worker's produce to the API having it.
+    api_metrics = httpx.get(f"{d.api.url}/metrics").text
+    pattern = r"^fraudstream_decision_transport_seconds_count (\S+)$"
+    transport = re.search(pattern, api_metrics, re.M)
+    assert transport is not None and float(transport.group(1)) >= len(answers)
     metrics = d.worker.metrics()
     stages = {s: _mean_ms(metrics, s) for s in ("features", "model", "produce", "commit")}
     print(

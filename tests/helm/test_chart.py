@@ -1229,6 +1229,7 @@ def test_metrics_md_lists_the_contract() -> None:
         "fraudstream_degraded_decisions_total",
         "fraudstream_superseded_decisions_total",  # the API's, read_uncommitted (api/hub.py)
         "fraudstream_request_duration_seconds",
+        "fraudstream_decision_transport_seconds",  # the API's, Kafka's share (api/hub.py)
         "fraudstream_stream_end_to_end_latency_seconds",
         "fraudstream_stream_stage_duration_seconds",
         "fraudstream_stream_events_total",
