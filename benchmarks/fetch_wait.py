@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -152,23 +151,12 @@ def main(
     rate: float = typer.Option(50.0, help="Records per second."),
 ) -> None:
     """Broker CPU with idle consumers, and produce → consume latency, per fetch wait."""
-    from stream_throughput import free_ports
+    from stream_throughput import started_broker
 
-    from scoring.settings import KafkaSettings
-    from stream.local_kafka import LocalKafka
-    from stream.topics import create_topics
-
-    work = Path(tempfile.mkdtemp(prefix="fetch-wait-"))
-    broker_port, controller_port = free_ports(2)
-    local = KafkaSettings(
-        local_dir=work / "broker", local_port=broker_port, local_controller_port=controller_port
-    )
-    broker = LocalKafka(local)
-    broker.up(timeout=180)
+    broker, local, work = started_broker("fetch-wait-")
     cfg = {"idle_s": idle_s, "records": records, "rate": rate}
     try:
         pid = int((work / "broker" / "kafka.pid").read_text().strip())
-        create_topics(local.model_copy(update={"bootstrap_servers": broker.bootstrap}))
         time.sleep(20)  # the broker's start-up work settles
         cpu, began = _cpu_seconds(pid), time.monotonic()
         time.sleep(idle_s)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -159,23 +158,12 @@ def main(
     rounds: int = typer.Option(2, help="Rounds over all combinations, interleaved."),
 ) -> None:
     """Produce → consume latency for Nagle on/off, linger 0.5/5 ms, idempotent/transactional."""
-    from stream_throughput import free_ports
+    from stream_throughput import started_broker
 
-    from scoring.settings import KafkaSettings
-    from stream.local_kafka import LocalKafka
-    from stream.topics import create_topics
-
-    work = Path(tempfile.mkdtemp(prefix="kafka-hop-"))
-    broker_port, controller_port = free_ports(2)
-    local = KafkaSettings(
-        local_dir=work / "broker", local_port=broker_port, local_controller_port=controller_port
-    )
-    broker = LocalKafka(local)
-    broker.up(timeout=180)
+    broker, local, _work = started_broker("kafka-hop-")
     combinations = list(itertools.product((False, True), (0.5, 5.0), (False, True)))
     samples: dict[tuple[bool, float, bool], list[np.ndarray]] = {c: [] for c in combinations}
     try:
-        create_topics(local.model_copy(update={"bootstrap_servers": broker.bootstrap}))
         time.sleep(15)  # the broker's start-up work settles
         # A run thrown away: the broker's JIT warms up on it (its first run's p99 was ~1 s).
         _hop(broker.bootstrap, "warm-up", False, 0.5, True, records, rate)

@@ -76,6 +76,24 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+def started_broker(prefix: str) -> tuple[LocalKafka, KafkaSettings, Path]:
+    """A local broker (KRaft, from its jars) on free ports in a new temporary folder, up, with
+    the project's topics: ``(broker, settings to reach it, folder)``. The caller stops it."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    broker_port, controller_port = free_ports(2)
+    local = KafkaSettings(
+        local_dir=work / "broker", local_port=broker_port, local_controller_port=controller_port
+    )
+    broker = LocalKafka(local)
+    broker.up(timeout=180)
+    try:
+        create_topics(local.model_copy(update={"bootstrap_servers": broker.bootstrap}))
+    except BaseException:
+        broker.down()
+        raise
+    return broker, local, work
+
+
 # ----------------------------------------------------------------------------------- inputs
 
 
