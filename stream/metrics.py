@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -207,6 +208,13 @@ class WorkerMetrics:
         if child is None:
             child = self._lag_of[partition] = self.lag.labels(partition=str(partition))
         return child
+
+    def drop_lag(self, partition: int) -> None:
+        """Remove a partition's lag series (it moved to another worker). The kept child goes
+        too: one removed from the gauge would be set without ever being exported again."""
+        self._lag_of.pop(partition, None)
+        with contextlib.suppress(KeyError):  # never exported
+            self.lag.remove(str(partition))
 
     def serve_model(self, version: str) -> None:
         self.model_info.clear()

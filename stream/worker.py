@@ -26,7 +26,6 @@ committed: the state and every decision are those of an uninterrupted run.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import signal
@@ -410,8 +409,7 @@ class Worker:
         self.owned -= gone
         for partition in gone:
             self.committed.pop(partition, None)
-            with contextlib.suppress(KeyError):  # never exported
-                self.metrics.lag.remove(str(partition))
+            self.metrics.drop_lag(partition)
 
     def _wait_for_assignment(self) -> None:
         deadline = time.monotonic() + max(60.0, 3 * self.config.session_timeout_ms / 1000)
