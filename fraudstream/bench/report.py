@@ -107,13 +107,14 @@ def latency_section(inputs: Inputs) -> Section:
                 ("computed_ms", "Kafka timestamp → decision computed"),
                 ("visible_ms", "Kafka timestamp → decision committed and read"),
             ):
+                warmup = (live.get("warmup") or {}).get("seconds")
                 rows.append(
                     {
                         "path": f"stream, live ({live.get('reasons')} reasons)",
                         "rate": live.get("rate_achieved"),
                         "offered": live.get("rate_target"),
                         "latency_ms": live.get(key),
-                        "what": what,
+                        "what": what + (f", after a {warmup:g} s warm-up" if warmup else ""),
                     }
                 )
     else:

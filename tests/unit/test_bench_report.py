@@ -62,7 +62,9 @@ def _programs() -> dict[str, dict[str, Any]]:
             ],
             "live": [
                 {"reasons": "path", "rate_target": 1000.0, "rate_achieved": 990.0,
-                 "computed_ms": pct, "visible_ms": pct, "visible_sample": [50.0, 70.0, 90.0]},
+                 "computed_ms": pct, "visible_ms": pct, "visible_sample": [50.0, 70.0, 90.0],
+                 "warmup": {"seconds": 2.0, "transactions": 1980, "computed_max_ms": 230.0,
+                            "visible_max_ms": 520.0}},
             ],
         },
         "model_inference": {
@@ -172,6 +174,8 @@ def test_numbers_come_from_the_programs(tmp_path: Path) -> None:
     text = (tmp_path / "report.md").read_text()
     assert "| stream worker (path reasons) | 50.0 | 0.0005 |" in text
     assert "**1,550**" in text
+    # the live run's percentiles say they leave its warm-up out
+    assert "Kafka timestamp → decision computed, after a 2 s warm-up" in text
 
 
 def test_a_missing_program_is_said_not_dropped(tmp_path: Path) -> None:
