@@ -384,10 +384,9 @@ def live_latency(
     process.wait(60)
     reader.stop()
     measured = np.asarray(reader.arrived_ms) >= measured_from_ms
-    visible = np.asarray(reader.visible_ms)[measured]
-    computed = np.asarray(reader.computed_ms)[measured]
-    warm_visible = np.asarray(reader.visible_ms)[~measured]
-    warm_computed = np.asarray(reader.computed_ms)[~measured]
+    all_visible, all_computed = np.asarray(reader.visible_ms), np.asarray(reader.computed_ms)
+    visible, warm_visible = all_visible[measured], all_visible[~measured]
+    computed, warm_computed = all_computed[measured], all_computed[~measured]
 
     def pct(values: np.ndarray) -> dict[str, float]:
         return {f"p{q:g}": float(np.percentile(values, q)) for q in (50, 90, 99, 99.9)} | {
