@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from scoring.announcements import BadAnnouncement, ModelAnnouncement
 from scoring.settings import KafkaSettings
+from stream.client_errors import ClientErrors
 from stream.topics import TopicNames
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def publish_announcement(
 
     topic = TopicNames.from_settings(kafka).model_updates
     where = f"{topic} at {kafka.effective_bootstrap()}"
-    client_errors: list[KafkaError] = []
+    client_errors = ClientErrors(log)
     config = {
         **kafka.client_config(),
         "enable.idempotence": True,
@@ -56,7 +57,7 @@ def publish_announcement(
         # A broker with auto.create.topics.enable would otherwise create the topic on first use:
         # not compacted, with the data topics' partition count.
         "allow.auto.create.topics": False,
-        **_quiet(client_errors),
+        **client_errors.config(),
     }
     outcome: list[KafkaError | None] = []
 
@@ -85,7 +86,7 @@ def publish_announcement(
         if producer is not None:
             producer.poll(0)  # serves error_cb: the connection errors behind this one
         raise AnnouncementError(
-            f"cannot produce to {where}: {_text(exc)}{_last(client_errors)}"
+            f"cannot produce to {where}: {_text(exc)}{client_errors.suffix()}"
         ) from exc
     if remaining or not outcome:
         reason = f"no acknowledgement within {timeout_s:g} s"
@@ -94,7 +95,7 @@ def publish_announcement(
     else:
         log.info("announced %s -> %s on %s", announcement.alias, announcement.version, topic)
         return
-    raise AnnouncementError(f"not delivered to {where}: {reason}{_last(client_errors)}")
+    raise AnnouncementError(f"not delivered to {where}: {reason}{client_errors.suffix()}")
 
 
 def read_announcements(kafka: KafkaSettings, *, timeout_s: float = 10.0) -> list[ModelAnnouncement]:
@@ -110,7 +111,7 @@ def read_announcements(kafka: KafkaSettings, *, timeout_s: float = 10.0) -> list
     topic = TopicNames.from_settings(kafka).model_updates
     where = f"{topic} at {kafka.effective_bootstrap()}"
     deadline = time.monotonic() + timeout_s
-    client_errors: list[KafkaError] = []
+    client_errors = ClientErrors(log)
     try:
         consumer = Consumer(
             {
@@ -119,7 +120,7 @@ def read_announcements(kafka: KafkaSettings, *, timeout_s: float = 10.0) -> list
                 "group.id": "fraudstream-announcement-reader",
                 "enable.auto.commit": False,
                 "enable.partition.eof": False,
-                **_quiet(client_errors),
+                **client_errors.config(),
             }
         )
     except (KafkaException, ValueError) as exc:
@@ -137,7 +138,7 @@ def read_announcements(kafka: KafkaSettings, *, timeout_s: float = 10.0) -> list
             if left <= 0:
                 raise AnnouncementError(
                     f"cannot read {where}: not at its end (offset {high}) after {timeout_s:g} s"
-                    f"{_last(client_errors)}"
+                    f"{client_errors.suffix()}"
                 )
             message = consumer.poll(min(left, 1.0))
             if message is None:
@@ -155,7 +156,9 @@ def read_announcements(kafka: KafkaSettings, *, timeout_s: float = 10.0) -> list
                 return announcements
     except KafkaException as exc:
         consumer.poll(0)  # serves error_cb: the connection errors behind this one
-        raise AnnouncementError(f"cannot read {where}: {_text(exc)}{_last(client_errors)}") from exc
+        raise AnnouncementError(
+            f"cannot read {where}: {_text(exc)}{client_errors.suffix()}"
+        ) from exc
     finally:
         consumer.close()
 
@@ -193,29 +196,9 @@ def _decode(message: Message, where: str) -> ModelAnnouncement | None:
         return None
 
 
-def _quiet(errors: list[KafkaError]) -> dict[str, object]:
-    """Client settings that collect librdkafka's errors instead of printing them.
-
-    Left alone, librdkafka prints a line on stderr for every failed connection attempt (dozens in
-    ten seconds against a broker that is down). The errors still reach ``error_cb``: they are
-    logged at INFO and the last one is quoted in the :class:`AnnouncementError`.
-    """
-
-    def on_error(error: KafkaError) -> None:
-        errors.append(error)
-        log.info("kafka client error: %s", error.str())
-
-    # syslog levels: 2 keeps only critical log lines; errors arrive through error_cb.
-    return {"error_cb": on_error, "log_level": 2}
-
-
 def _text(exc: Exception) -> str:
     """A client exception as a sentence (a KafkaException's str() is the KafkaError's repr)."""
     from confluent_kafka import KafkaError
 
     first = exc.args[0] if exc.args else exc
     return first.str() if isinstance(first, KafkaError) else str(first)
-
-
-def _last(errors: list[KafkaError]) -> str:
-    return f" (last client error: {errors[-1].str()})" if errors else ""

@@ -9,9 +9,10 @@ learned it. Pacing is either a target rate of transactions per second, a time-co
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +20,10 @@ import pyarrow as pa
 from scoring.logs import TIMESTAMP
 from scoring.settings import KafkaSettings
 from scoring.wire import encode_labels, encode_transactions
+from stream.client_errors import ClientErrors
 from stream.topics import PRODUCER_PARTITIONER, TopicNames
+
+log = logging.getLogger("fraudstream.replay")
 
 CHUNK = 2_000  # messages encoded and paced together
 
@@ -30,6 +34,9 @@ class ReplaySummary:
     labels: int
     seconds: float
     failed: int
+    # connection errors and the like, by librdkafka's name (e.g. a broker restart's _TRANSPORT);
+    # the client retried through them, ``failed`` counts what it gave up
+    client_errors: dict[str, int] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -82,7 +89,8 @@ def replay(
     else:
         labels, label_time = None, np.empty(0, np.int64)
 
-    producer = Producer(producer_config(kafka))
+    client_errors = ClientErrors(log)
+    producer = Producer({**producer_config(kafka), **client_errors.config()})
     failures = [0]
 
     def delivered(err: object, _msg: object) -> None:
@@ -126,6 +134,7 @@ def replay(
         labels=0 if labels is None else labels.num_rows,
         seconds=time.monotonic() - started,
         failed=failures[0],
+        client_errors=dict(client_errors.by_name),
     )
 
 

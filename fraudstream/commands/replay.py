@@ -59,8 +59,14 @@ def replay(
         ("seconds", f"{summary.seconds:.1f}"),
         ("rate", f"{summary.rate:,.0f} transactions/s"),
         ("failed deliveries", str(summary.failed)),
+        ("client errors", _counts(summary.client_errors)),
     ):
         table.add_row(name, value)
     console.print(table)
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _counts(by_name: dict[str, int]) -> str:
+    """``_TRANSPORT 12, _ALL_BROKERS_DOWN 1``, or ``none``."""
+    return ", ".join(f"{name} {n:,}" for name, n in sorted(by_name.items())) or "none"

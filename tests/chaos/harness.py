@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import random
 import signal
@@ -57,6 +58,7 @@ from scoring.messages import decision_records
 from scoring.pipeline import BatchScorer
 from scoring.registry import ModelRegistry
 from scoring.settings import KafkaSettings, Settings
+from stream.client_errors import ClientErrors
 from stream.local_kafka import LocalKafka
 from stream.replay import replay
 from stream.topics import TopicNames, create_topics
@@ -184,6 +186,9 @@ class Watcher(threading.Thread):
         self.records = 0
         self.last_new = time.monotonic()
         self.errors: Counter[str] = Counter()
+        # the broker restart's connection errors, counted here rather than printed by librdkafka
+        # (dozens a second: they buried the failure message of a CI run)
+        self.client_errors = ClientErrors(logging.getLogger("fraudstream.chaos.watcher"))
         self._halt = threading.Event()
         self.failure: BaseException | None = None
 
@@ -206,6 +211,7 @@ class Watcher(threading.Thread):
                 "group.id": f"chaos-verifier-{os.getpid()}-{time.monotonic_ns()}",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
+                **self.client_errors.config(),
             }
         )
         assignment = []
@@ -514,6 +520,9 @@ class ChaosRun:
             if "error" in replay_result:
                 raise replay_result["error"]
             summary = replay_result["summary"]
+            self.log(
+                f"replay: {summary.transactions:,} sent, client errors {summary.client_errors}"
+            )
             assert summary.failed == 0, f"{summary.failed} replayed messages were not delivered"
             traffic.stop()
             expected = n + len(traffic.calls)
@@ -734,7 +743,7 @@ class ChaosRun:
             api=api_summary(traffic.calls, watcher.api_records, resent, self._outages()),
             exits=self.exits,
             unplanned_exits=self.unplanned,
-            consumer_errors=dict(watcher.errors),
+            consumer_errors=dict(watcher.errors + watcher.client_errors.by_name),
             seconds=seconds,
         )
 
