@@ -17,7 +17,10 @@ Request/reply over the existing topics (docs/api.md, "Why request/reply over the
 
 At start the consumer reads back ``api.decision_window_s`` of ``decisions`` and ``labels`` (by
 timestamp), so a restarted replica can serve recent decisions, idempotent resends and the review
-queue again; it reports ready once it has caught up.
+queue again; it reports ready once every one of their partitions has been read to its end
+(librdkafka's end-of-partition event). Not sooner: a replica that took the first recent record
+for "caught up" said ready while a busier partition was still being read, and a resend of one of
+its transactions would have gone to the stream again and been decided twice.
 """
 
 from __future__ import annotations
@@ -112,7 +115,8 @@ class KafkaLink:
         self._assigned = False
         self._caught_up = False
         self._consumer_beat = time.monotonic()
-        self._assigned_at_ms = 0
+        # the read-back's partitions not yet read to their end (consumer thread only)
+        self._behind: set[tuple[str, int]] = set()
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -224,6 +228,8 @@ class KafkaLink:
                 "isolation.level": self.isolation,
                 "auto.offset.reset": "latest",
                 "fetch.wait.max.ms": self.kafka.fetch_wait_max_ms,
+                # "caught up" = every partition of the read-back reached its end once
+                "enable.partition.eof": True,
                 "error_cb": self._on_client_error,
             }
         )
@@ -240,10 +246,6 @@ class KafkaLink:
                 messages = [] if first is None else [first, *consumer.consume(999, 0)]
                 if messages:
                     self._route(messages)
-                elif not self._caught_up and time.time() * 1000 - self._assigned_at_ms > 1000:
-                    # Nothing more to read, and the fetchers have had a second to start.
-                    self._caught_up = True
-                    log.info("caught up with %s and %s", self.decisions, self.labels)
                 if self.models is not None:
                     self.models.poll()
         finally:
@@ -276,24 +278,28 @@ class KafkaLink:
             time.sleep(1.0)
             return
         self._assigned = True
-        self._assigned_at_ms = int(time.time() * 1000)
+        # A partition with nothing since the window began starts at its end: nothing to wait for.
+        self._behind = {(tp.topic, tp.partition) for tp in start if tp.offset >= 0}
         self._reachable_at = time.monotonic()
+        self._note_caught_up()
 
     def _route(self, messages: list[Message]) -> None:
+        from confluent_kafka import KafkaError
+
         decisions: list[StreamDecision] = []
         verdicts: list[AnalystVerdict] = []
-        latest_ms = 0
         for message in messages:
             error = message.error()
             if error is not None:
-                if error.fatal():
+                if error.code() == KafkaError._PARTITION_EOF:
+                    self._behind.discard((message.topic(), message.partition()))
+                elif error.fatal():
                     self._last_error = error.str()
                     log.error("decisions consumer: %s", error.str())
                 continue
             value = message.value()
             topic = message.topic()
             stamp_ms = message.timestamp()[1]
-            latest_ms = max(latest_ms, stamp_ms)
             if value is None:
                 continue
             if topic == self.decisions:
@@ -311,9 +317,15 @@ class KafkaLink:
             self._call(self._hub.on_stream_decisions, decisions)
         if verdicts:
             self._call(self._hub.on_analyst_verdicts, verdicts)
-        if not self._caught_up and latest_ms >= self._assigned_at_ms - 1000:
-            self._caught_up = True  # reading records written since we started: caught up
+        self._note_caught_up()
         self._reachable_at = time.monotonic()
+
+    def _note_caught_up(self) -> None:
+        if not self._caught_up and not self._behind:
+            # After the batch's hand-over was queued on the loop: a request the loop serves after
+            # /readyz said ready finds everything read back.
+            self._caught_up = True
+            log.info("caught up with %s and %s", self.decisions, self.labels)
 
     # ------------------------------------------------------------------------------- status
 
@@ -325,7 +337,11 @@ class KafkaLink:
         if silent > REACHABLE_FOR_S:
             return False, f"Kafka unreachable for {silent:.0f} s: {self._last_error}"
         if not self._caught_up:
-            return False, f"reading back {self.lookback_s:g} s of {self.decisions}"
+            behind = len(self._behind)
+            return False, (
+                f"reading back {self.lookback_s:g} s of {self.decisions} and {self.labels}: "
+                f"{behind} partition{'' if behind == 1 else 's'} not read to the end yet"
+            )
         return True, f"reading {self.decisions}"
 
     def alive(self) -> tuple[bool, str]:
