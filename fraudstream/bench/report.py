@@ -103,11 +103,11 @@ def latency_section(inputs: Inputs) -> Section:
         s.missing.append(_why(inputs, "api_load"))
     if stream and stream.get("live"):
         for live in stream["live"]:
+            warmup = (live.get("warmup") or {}).get("seconds")
             for key, what in (
                 ("computed_ms", "Kafka timestamp → decision computed"),
                 ("visible_ms", "Kafka timestamp → decision committed and read"),
             ):
-                warmup = (live.get("warmup") or {}).get("seconds")
                 rows.append(
                     {
                         "path": f"stream, live ({live.get('reasons')} reasons)",
